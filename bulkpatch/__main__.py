@@ -1,0 +1,5 @@
+"""``python -m bulkpatch``."""
+
+from bulkpatch.cli import main
+
+main()

@@ -1,0 +1,394 @@
+"""The ``bulkpatch`` command: parse, delegate, print. No logic of its own lives here.
+
+Every expected failure ends as one line on stderr and an exit status (2 for usage and
+configuration, before anything is sent); no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+
+from bulkpatch import __version__
+from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
+from bulkpatch.mapping import DEFAULT_PATH
+from bulkpatch.options import RunOptions, parse_header
+from bulkpatch.schema import Schema
+
+T = TypeVar("T")
+_EXIT_USAGE = 2
+_EXIT_INTERRUPTED = 130
+
+
+class _Group(click.Group):
+    """A group whose usage errors are one line on stderr, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(_EXIT_USAGE)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "bulkpatch"
+            _fail(f"{command}: {exc.format_message()} (see --help)", _EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(f"bulkpatch: {exc.format_message()}", exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (ConfigError, AuthError) as exc:
+            _fail(f"bulkpatch: error: {exc}", _EXIT_USAGE)
+        except InputError as exc:
+            _fail(f"bulkpatch: error: {exc}", 1)
+        except BulkPatchError as exc:
+            _fail(f"bulkpatch: error: {exc}", 1)
+        except KeyboardInterrupt:
+            _fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when it is installed (``bulkpatch[fast]``), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bulkpatch")
+def cli() -> None:
+    """Apply one HTTP request per row of a CSV or JSONL file, resumably.
+
+    Built for the Acronis Workload Management API v5 (PATCH workloads), usable with any REST
+    API. Every row's outcome goes to a ledger; run the same command again to resume.
+
+    \b
+    Start here:   bulkpatch demo
+    Then:         bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com
+    """
+
+
+@cli.command()
+@click.argument("input", metavar="INPUT")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format.  [default: from the extension]")
+@click.option("--base-url", envvar="BULKPATCH_BASE_URL", show_envvar=True, help="API root, e.g. https://eu2-cloud.acronis.com.")
+@click.option("--path", "path", default=DEFAULT_PATH, show_default=True, help="Path template; each {field} is filled from the row and left out of the body.")
+@click.option("--method", default="PATCH", show_default=True, help="HTTP method.")
+@click.option("--schema", type=click.Choice(["workload", "any"]), default="workload", show_default=True, help="workload: validate the v5 PATCH body; any: any JSON object.")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Requests in flight at most.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Requests per second at most, all workers together.  [default: unlimited]")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=5, show_default=True, help="Attempts per row, the first one included.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds per attempt.")
+@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra header; repeatable.")
+@click.option("--ledger", help="The run's ledger.  [default: INPUT.ledger.jsonl]")
+@click.option("--retry-failed", is_flag=True, help="Also resend rows whose latest ledger record is failed.")
+@click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
+@click.option("--token-url", envvar="BULKPATCH_TOKEN_URL", help="OAuth2 token endpoint.  [default: BASE_URL/api/2/idp/token]")
+@click.option("--progress/--no-progress", default=None, help="Live progress on stderr.  [default: on when stderr is a terminal]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no periodic status lines; the summary only.")
+@click.option("--log-json", type=click.Path(dir_okay=False, writable=True), help="Append one JSON line per retry, pause, concurrency change or token renewal.")
+def run(
+    input: str,
+    fmt: str | None,
+    base_url: str | None,
+    path: str,
+    method: str,
+    schema: str,
+    concurrency: int,
+    rate: float | None,
+    max_attempts: int,
+    timeout: float,
+    headers: tuple[str, ...],
+    ledger: str | None,
+    retry_failed: bool,
+    dry_run: bool,
+    token_url: str | None,
+    progress: bool | None,
+    quiet: bool,
+    log_json: str | None,
+) -> int:
+    """Send one request per row of INPUT (.csv, .jsonl, .ndjson, gzipped too, or - for stdin).
+
+    \b
+    Authentication comes from the environment, never from flags:
+      BULKPATCH_TOKEN                                  sent as "Authorization: Bearer ..."
+      BULKPATCH_CLIENT_ID + BULKPATCH_CLIENT_SECRET    OAuth2 client credentials
+
+    Exit status: 0 every row ok or skipped; 1 some row failed or invalid; 2 bad usage or
+    configuration (nothing sent); 130 interrupted (the ledger is flushed; run again to resume).
+    """
+    from bulkpatch.pipeline import Run, dry_run as do_dry_run
+
+    options = RunOptions(
+        input=input,
+        base_url=base_url,
+        format=fmt,
+        path=path,
+        method=method,
+        schema=Schema(schema),
+        concurrency=concurrency,
+        rate=rate,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        headers=dict(parse_header(h) for h in headers),
+        ledger=ledger,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+        token=os.environ.get("BULKPATCH_TOKEN") or None,
+        client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
+        client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
+        token_url=token_url,
+    )
+    out = Console(highlight=False)
+    if dry_run:
+        found = do_dry_run(options)
+        _print_dry_run(out, found)
+        return 1 if found.tally.bad else 0
+    err = Console(stderr=True, highlight=False)
+    live = err.is_terminal if progress is None else progress
+    command = ["bulkpatch", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["bulkpatch", "run", input]
+    with _event_log(log_json) as events:
+        result = run_async(_run_with_progress(Run(options, events=events), err, live=live, quiet=quiet))
+    from bulkpatch.display import print_summary
+
+    print_summary(out, result, command=command)
+    return result.exit_code
+
+
+async def _run_with_progress(run: Any, console: Console, *, live: bool, quiet: bool) -> Any:
+    from bulkpatch.display import Progress
+
+    watcher = None
+    if not quiet:
+        watcher = asyncio.create_task(Progress(run, console, live=live).watch())
+    try:
+        return await run.execute(handle_signals=True)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+@contextlib.contextmanager
+def _event_log(path: str | None) -> Any:
+    if path is None:
+        yield None
+        return
+    try:
+        sink: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ConfigError(f"cannot open --log-json {path!r}: {exc.strerror}") from None
+
+    def write(event: str, fields: dict[str, Any]) -> None:
+        sink.write(orjson.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + b"\n")
+        sink.flush()
+
+    try:
+        yield write
+    finally:
+        sink.close()
+
+
+def _print_dry_run(out: Console, found: Any) -> None:
+    from bulkpatch.ledger import Status
+
+    by = found.tally.by_status
+    out.print(
+        f"dry run: {found.tally.total:,} rows: {by[Status.OK]:,} would be sent, "
+        f"{by[Status.INVALID]:,} invalid, {by[Status.SKIPPED]:,} skipped; nothing sent"
+    )
+    for method, url, body in found.samples:
+        out.print(f"  {method} {url}", markup=False)
+        if body is not None:
+            out.print(f"    {body.decode()}", markup=False)
+    for rejected in found.rejected:
+        out.print(f"  row {rejected.row} (line {rejected.line}) {rejected.status}: {rejected.reason}", markup=False)
+
+
+@cli.command()
+@click.argument("ledger", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--failed-out", type=click.Path(dir_okay=False), help="Write the failed and invalid input rows here, in the input's format.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="The input to copy rows from.  [default: the one the ledger names]")
+def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str | None) -> int:
+    """Summarise LEDGER: the latest outcome of every row."""
+    from bulkpatch.display import print_report
+    from bulkpatch.report import summarise, write_failed
+
+    tally = summarise(ledger)
+    written = write_failed(ledger, failed_out, input_path=input_path) if failed_out else None
+    if as_json:
+        data = tally.as_dict()
+        if written is not None:
+            data["failed_out"] = {"path": failed_out, "rows": written}
+        click.echo(orjson.dumps(data).decode())
+    else:
+        print_report(Console(highlight=False), tally, ledger)
+        if written is not None:
+            click.echo(f"wrote {written:,} rows to {failed_out}")
+    return 0
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--workloads", type=click.IntRange(0), default=200, show_default=True, help="Workloads to seed.")
+@click.option("--seed-file", type=click.Path(exists=True, dir_okay=False), help="Seed the store from this JSONL file of workloads instead.")
+@click.option("--persist", type=click.Path(dir_okay=False), help="Save the store to this JSONL file on shutdown.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Makes the data and the faults repeatable.")
+@click.option("--client-id", default="bulkpatch-demo", show_default=True)
+@click.option("--client-secret", envvar="BULKPATCH_MOCK_CLIENT_SECRET", default="demo-secret", show_default=True)
+@click.option("--static-token", multiple=True, help="A bearer token accepted as is; repeatable.")
+@click.option("--no-auth", is_flag=True, help="Accept API calls without a token.")
+@click.option("--token-lifetime", type=click.FloatRange(min=0.1), default=7200.0, show_default=True, help="Seconds.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--jitter-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Random extra latency up to this.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of API calls answered 503.")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of API calls whose connection is dropped.")
+@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), help="API calls per second; above it, 429 + Retry-After.")
+@click.option("--retry-after", type=click.IntRange(0), default=1, show_default=True, help="Seconds, sent with each 429.")
+def mock(**kw: Any) -> int:
+    """Serve a local stand-in for the Workload Management API v5.
+
+    Token endpoints, workloads list/get/create/update/delete with the real API's shapes, status
+    codes and error envelope, and fault injection. Counters: GET /__mock__/stats.
+    """
+    from bulkpatch.mock import MockConfig, MockServer
+
+    config = MockConfig(
+        client_id=kw["client_id"],
+        client_secret=kw["client_secret"],
+        static_tokens=tuple(kw["static_token"]),
+        require_auth=not kw["no_auth"],
+        token_lifetime=kw["token_lifetime"],
+        seed=kw["seed"],
+        latency_ms=kw["latency_ms"],
+        latency_jitter_ms=kw["jitter_ms"],
+        error_rate=kw["error_rate"],
+        drop_rate=kw["drop_rate"],
+        rate_limit=kw["rate_limit"],
+        retry_after=kw["retry_after"],
+        workloads=kw["workloads"],
+        seed_file=kw["seed_file"],
+        persist=kw["persist"],
+    )
+
+    async def serve() -> None:
+        server = MockServer(config, host=kw["host"], port=kw["port"])
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {kw['host']}:{kw['port']}: {exc.strerror}") from None
+        click.echo(f"mock Workload Management API v5 on {server.url} ({len(server.api.store):,} workloads)")
+        click.echo(f"  export BULKPATCH_BASE_URL={server.url}")
+        click.echo(f"  export BULKPATCH_CLIENT_ID={config.client_id}")
+        click.echo("  export BULKPATCH_CLIENT_SECRET=...   (the --client-secret you chose)")
+        click.echo("Ctrl-C stops it.")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(serve())
+    return 0
+
+
+@cli.command()
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's input and ledger here.  [default: a temporary folder]")
+@click.option("--progress/--no-progress", default=None, help="Live progress.  [default: on when stderr is a terminal]")
+def demo(workdir: str | None, progress: bool | None) -> int:
+    """Run a sample migration against the embedded mock API: no network, no account needed."""
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        return _demo(Path(workdir), progress)
+    with tempfile.TemporaryDirectory(prefix="bulkpatch-demo-") as tmp:
+        return _demo(Path(tmp), progress)
+
+
+def _demo(folder: Path, progress: bool | None) -> int:
+    from bulkpatch.auth import ClientCredentials, token_url_for
+    from bulkpatch.demo import DEMO_ROWS, demo_mock_config, migration_csv, verify
+    from bulkpatch.display import print_summary
+    from bulkpatch.mock import MockServer
+    from bulkpatch.pipeline import Run
+    from bulkpatch.transport import AiohttpTransport
+
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    config = demo_mock_config()
+    source = folder / "workloads.csv"
+    source.write_text(migration_csv(), encoding="utf-8")
+    ledger = folder / "workloads.csv.ledger.jsonl"
+    ledger.unlink(missing_ok=True)
+
+    async def go() -> tuple[Any, int, list[str]]:
+        async with MockServer(config) as server:
+            out.print(f"[bold]bulkpatch demo[/]: mock Workload Management API v5 on {server.url}")
+            out.print(
+                f"  {DEMO_ROWS} workloads; faults on: {config.error_rate:.0%} 503s, "
+                f"{config.drop_rate:.0%} dropped connections, 429 above {config.rate_limit:.0f} req/s, "
+                f"{config.latency_ms:.0f}-{config.latency_ms + config.latency_jitter_ms:.0f} ms latency"
+            )
+            out.print(f"  input: {source}  (rename, move to site fra2, set owner, disable some)")
+            options = RunOptions(
+                input=str(source),
+                base_url=server.url,
+                concurrency=16,
+                client_id=config.client_id,
+                client_secret=config.client_secret,
+            )
+            live = err.is_terminal if progress is None else progress
+            result = await _run_with_progress(Run(options), err, live=live, quiet=False)
+            transport = AiohttpTransport(limit=2, timeout=10)
+            try:
+                auth = ClientCredentials(
+                    transport, token_url_for(server.url), config.client_id, config.client_secret
+                )
+                checked, problems = await verify(transport, server.url, await auth.header() or "")
+            finally:
+                await transport.close()
+            return result, checked, problems
+
+    result, checked, problems = run_async(go())
+    print_summary(out, result, command=["bulkpatch", "run", str(source)])
+    if problems:
+        for problem in problems[:10]:
+            err.print(f"verify: {problem}", markup=False)
+        _fail(f"bulkpatch demo: {len(problems)} workloads do not carry the new values", 1)
+    out.print(f"verified through GET: all {checked} workloads carry the new values")
+    out.print("\n[bold]Against a real data center[/]:")
+    out.print("  export BULKPATCH_CLIENT_ID=...  BULKPATCH_CLIENT_SECRET=...", markup=False)
+    out.print("  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com --dry-run", markup=False)
+    out.print("  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com", markup=False)
+    out.print("  bulkpatch report workloads.csv.ledger.jsonl", markup=False)
+    return result.exit_code
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="bulkpatch")
+

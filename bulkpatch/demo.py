@@ -1,0 +1,106 @@
+"""The demo: a sample migration against the embedded mock API, verified afterwards.
+
+The migration renames every workload, moves it to a new site, records an owner and disables the
+retired ones. ``samples/workloads.csv`` and ``samples/workloads.jsonl`` in the repository are this
+same migration (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from bulkpatch.mapping import encode_segment
+from bulkpatch.mock import MockConfig
+from bulkpatch.mock.store import sample_workloads
+from bulkpatch.transport import Transport
+
+DEMO_ROWS = 200
+CSV_COLUMNS = ["workload_id", "name", "attributes.site", "attributes.owner", "enabled"]
+_OWNERS = ["it-ops", "finance-it", "sre", "desktop-support"]
+
+
+def demo_mock_config() -> MockConfig:
+    """Mild, realistic trouble: latency, a few 503s, dropped connections, a rate limit."""
+    return MockConfig(
+        workloads=DEMO_ROWS,
+        latency_ms=5,
+        latency_jitter_ms=25,
+        error_rate=0.03,
+        drop_rate=0.01,
+        rate_limit=250,
+        retry_after=1,
+        token_lifetime=3600,
+    )
+
+
+def migration(count: int = DEMO_ROWS) -> Iterator[dict[str, Any]]:
+    """The demo's changes, one per workload of the mock's default fleet."""
+    for i, workload in enumerate(sample_workloads(count), start=1):
+        hostname = workload["attributes"]["hostname"]
+        yield {
+            "workload_id": workload["id"],
+            "name": f"{hostname.lower()}.corp.example",
+            "attributes": {"site": "fra2", "owner": _OWNERS[i % len(_OWNERS)]},
+            "enabled": i % 25 != 0,
+        }
+
+
+def migration_csv(count: int = DEMO_ROWS) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for change in migration(count):
+        attrs = change["attributes"]
+        enabled = "true" if change["enabled"] else "false"
+        writer.writerow([change["workload_id"], change["name"], attrs["site"], attrs["owner"], enabled])
+    return out.getvalue()
+
+
+def migration_jsonl(count: int = DEMO_ROWS) -> str:
+    return "".join(orjson.dumps(change).decode() + "\n" for change in migration(count))
+
+
+async def verify(transport: Transport, base_url: str, authorization: str) -> tuple[int, list[str]]:
+    """Page through every workload and check it carries the migration's values.
+
+    Returns how many workloads were checked and a description of each mismatch.
+    """
+    wanted = {change["workload_id"]: change for change in migration()}
+    headers = {"Authorization": authorization, "Accept": "application/json"}
+    seen: set[str] = set()
+    problems: list[str] = []
+    url = f"{base_url}/api/workload_management/v5/workloads?limit=50&include_all_attributes=true"
+    after: str | None = None
+    while True:
+        page_url = url if after is None else f"{url}&after={encode_segment(after)}"
+        response = await transport.send("GET", page_url, None, headers)
+        if response.status != 200:
+            problems.append(f"listing answered HTTP {response.status}")
+            break
+        page = orjson.loads(response.body)
+        for item in page["items"]:
+            if item["id"] in seen:
+                problems.append(f"{item['id']} listed twice")
+            seen.add(item["id"])
+            change = wanted.get(item["id"])
+            if change is None:
+                continue
+            attrs = item.get("attributes", {})
+            if (
+                item["name"] != change["name"]
+                or item["enabled"] != change["enabled"]
+                or any(attrs.get(k) != v for k, v in change["attributes"].items())
+            ):
+                problems.append(f"{item['id']} does not carry the new values")
+        after = page["paging"]["cursors"].get("after")
+        if after is None:
+            break
+    missing = wanted.keys() - seen
+    problems.extend(f"{workload_id} not listed" for workload_id in sorted(missing))
+    return len(seen), problems
+

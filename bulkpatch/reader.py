@@ -1,0 +1,251 @@
+"""Stream records out of CSV and JSON Lines files, one at a time.
+
+Nothing here holds more than one record: a 10 GB input costs the same memory as a 10-line one.
+A record that cannot be read (invalid UTF-8, broken JSON, wrong column count) is yielded with an
+``error`` instead of fields, so that the caller can record it and go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from bulkpatch.errors import ConfigError, InputError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+# Python's csv module refuses fields over 128 KiB by default; a workload's attributes can be larger.
+csv.field_size_limit(2**31 - 1)
+
+
+class Format(str, Enum):
+    """Input file format."""
+
+    #: comma-separated values with a header row
+    CSV = "csv"
+    #: one JSON object per line (JSON Lines / NDJSON)
+    JSONL = "jsonl"
+
+
+@dataclass(slots=True)
+class Record:
+    """One input record: its position, and either its fields or why it could not be read."""
+
+    #: 1-based index among data records (CSV: after the header; JSONL: non-blank lines)
+    row: int
+    #: physical line on which the record starts
+    line: int
+    #: the record's fields, or None when it could not be read
+    fields: dict[str, Any] | None
+    #: one-line reason the record could not be read
+    error: str | None = None
+    #: the record as written in the input (only when the reader was asked to keep it)
+    raw: str | None = None
+
+
+def detect_format(name: str, explicit: str | None = None) -> Format:
+    """Return the format named by ``explicit``, else the one the file name's extension implies."""
+    if explicit:
+        try:
+            return Format(explicit.lower())
+        except ValueError:
+            raise ConfigError(f"--format must be csv or jsonl, not {explicit!r}") from None
+    if name == "-":
+        raise ConfigError("reading stdin needs --format csv or --format jsonl")
+    stem = name[:-3] if name.endswith(".gz") else name
+    suffix = Path(stem).suffix.lower()
+    if suffix == ".csv":
+        return Format.CSV
+    if suffix in (".jsonl", ".ndjson"):
+        return Format.JSONL
+    raise ConfigError(f"cannot tell the format of {name!r} from its extension; pass --format")
+
+
+class InputFile:
+    """An open input: iterate it for records; ``bytes_read`` tells how far it got.
+
+    >>> with InputFile("workloads.csv") as source:   # doctest: +SKIP
+    ...     for record in source:
+    ...         print(record.row, record.fields)
+    """
+
+    def __init__(self, name: str, fmt: str | None = None, *, keep_raw: bool = False) -> None:
+        self.name = name
+        self.format = detect_format(name, fmt)
+        self.keep_raw = keep_raw
+        self.header: list[str] | None = None
+        self._raw: IO[bytes]
+        if name == "-":
+            self._raw = sys.stdin.buffer
+        else:
+            try:
+                self._raw = open(name, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise ConfigError(f"cannot open input {name!r}: {exc.strerror}") from None
+        self._stream: IO[bytes] = self._raw
+        self._records: Iterator[Record]
+        try:
+            if _peek(self._raw, 2) == _GZIP_MAGIC:
+                self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+            if self.format is Format.CSV:
+                self._records = self._guard(self._csv_records())
+            else:
+                self._records = self._guard(self._jsonl_records())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed from the file itself (compressed bytes for gzip)."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def __iter__(self) -> Iterator[Record]:
+        return self._records
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        if self._raw is not sys.stdin.buffer:
+            self._raw.close()
+
+    def __enter__(self) -> InputFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _guard(self, records: Iterator[Record]) -> Iterator[Record]:
+        """Turn a failure of the file itself (truncated gzip, I/O error) into an ``InputError``."""
+        row = 0
+        try:
+            for record in records:
+                row = record.row
+                yield record
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{self.name}: unreadable after row {row}: {exc}") from None
+
+    def _jsonl_records(self) -> Iterator[Record]:
+        loads = orjson.loads
+        keep_raw = self.keep_raw
+        row = 0
+        for line_no, line in enumerate(self._stream, start=1):
+            if line_no == 1 and line.startswith(_BOM):
+                line = line[3:]
+            if not line.strip():
+                continue
+            row += 1
+            raw = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape") if keep_raw else None
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                reason = "invalid UTF-8" if "UTF-8" in str(exc) else f"invalid JSON: {exc}"
+                yield Record(row, line_no, None, reason, raw)
+                continue
+            if type(value) is not dict:
+                yield Record(row, line_no, None, f"expected a JSON object, got {_json_kind(value)}", raw)
+                continue
+            yield Record(row, line_no, value, None, raw)
+
+    def _csv_records(self) -> Iterator[Record]:
+        text = io.TextIOWrapper(
+            self._stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        reader = csv.reader(text)
+        header = self._read_header(reader)
+        return self._csv_rows(reader, header)
+
+    def _csv_rows(self, reader: Any, header: list[str]) -> Iterator[Record]:
+        width = len(header)
+        keep_raw = self.keep_raw
+        row = 0
+        last_line = reader.line_num
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                row += 1
+                yield Record(row, last_line + 1, None, f"unreadable CSV: {exc}")
+                last_line = reader.line_num
+                continue
+            start = last_line + 1
+            last_line = reader.line_num
+            if not values or (len(values) == 1 and not values[0]):
+                continue
+            row += 1
+            raw = csv_line(values) if keep_raw else None
+            if len(values) != width:
+                reason = f"expected {width} columns, found {len(values)}"
+                yield Record(row, start, None, reason, raw)
+                continue
+            try:
+                "".join(values).encode("utf-8")
+            except UnicodeEncodeError:
+                yield Record(row, start, None, "invalid UTF-8", raw)
+                continue
+            yield Record(row, start, dict(zip(header, values, strict=True)), None, raw)
+
+    def _read_header(self, reader: Any) -> list[str]:
+        try:
+            header: list[str] = next(reader)
+        except StopIteration:
+            raise ConfigError(f"{self.name}: the CSV file is empty (no header row)") from None
+        except (csv.Error, OSError, EOFError) as exc:
+            raise ConfigError(f"{self.name}: unreadable CSV header: {exc}") from None
+        header = [name.strip() for name in header]
+        if not any(header):
+            raise ConfigError(f"{self.name}: the CSV header row is empty")
+        if any(not name for name in header):
+            raise ConfigError(f"{self.name}: the CSV header has an unnamed column")
+        seen: set[str] = set()
+        for name in header:
+            if name in seen:
+                raise ConfigError(f"{self.name}: the CSV header names {name!r} twice")
+            seen.add(name)
+        self.header = header
+        return header
+
+
+def _peek(stream: IO[bytes], size: int) -> bytes:
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return bytes(peek(size)[:size])
+    if stream.seekable():
+        head = stream.read(size)
+        stream.seek(0)
+        return head
+    return b""
+
+
+def csv_line(values: list[str]) -> str:
+    """One CSV record as text, without the line ending."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(values)
+    return out.getvalue()
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"

@@ -1,0 +1,192 @@
+"""Send one row's request until it succeeds, fails for good, or runs out of attempts.
+
+The first attempt goes straight out; only a row whose first attempt asks for a retry enters
+tenacity's machinery (it costs ~17 us a call, a fifth of a request's whole budget at full speed).
+A 401 with renewable credentials renews the token and resends once without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from bulkpatch.auth import Auth, NoAuth
+from bulkpatch.errors import TransportError
+from bulkpatch.ledger import RowResult, Status
+from bulkpatch.mapping import Request
+from bulkpatch.pacing import Pacer
+from bulkpatch.retry import (
+    OVERLOAD_STATUSES,
+    RetryPolicy,
+    is_retryable,
+    parse_retry_after,
+    wait_retry_after_or_jitter,
+)
+from bulkpatch.transport import Response, Transport
+
+_ERROR_CHARS = 300
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The outcome of one attempt (one request, or two with a token renewal)."""
+
+    status: int | None
+    error: str | None
+    #: seconds the server asked us to wait, if it did
+    retry_after: float | None
+    retryable: bool
+    #: requests this attempt sent
+    sent: int
+
+
+class Sender:
+    """Turns a ``Request`` into a ``RowResult``, retrying per the policy."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        base_url: str,
+        *,
+        method: str = "PATCH",
+        policy: RetryPolicy | None = None,
+        auth: Auth | None = None,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[Request, Attempt, float], None] | None = None,
+    ) -> None:
+        self._transport = transport
+        self._base = base_url.rstrip("/")
+        self._method = method.upper()
+        self.policy = policy or RetryPolicy()
+        self._auth = auth or NoAuth()
+        self._pacer = pacer or Pacer(1 << 30, adaptive=False)
+        self._sleep = sleep
+        self._clock = clock
+        self._on_retry = on_retry
+        self._wait = wait_retry_after_or_jitter(self.policy)
+        #: rows between a failed attempt and their final answer right now
+        self.retrying = 0
+
+    async def send(self, request: Request) -> RowResult:
+        started = self._clock()
+        url = self._base + request.path
+        first = await self._attempt(url, request.body)
+        if first.retryable and self.policy.max_attempts > 1:
+            self.retrying += 1
+            try:
+                last, attempts, sent = await self._retry(request, url, first)
+            finally:
+                self.retrying -= 1
+        else:
+            last, attempts, sent = first, 1, first.sent
+        ms = round((self._clock() - started) * 1000.0, 2)
+        if last.status is not None and 200 <= last.status < 300:
+            return RowResult(
+                request.row, request.line, request.key, Status.OK, last.status, sent, None, ms
+            )
+        error = last.error or "failed"
+        if last.retryable:
+            error = f"{error} (gave up after {attempts} attempts)"
+        return RowResult(
+            request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms
+        )
+
+    async def _retry(self, request: Request, url: str, first: Attempt) -> tuple[Attempt, int, int]:
+        replay = [first]
+        sent = 0
+        attempts = 0
+
+        async def attempt() -> Attempt:
+            nonlocal sent, attempts
+            # tenacity's first call replays the attempt already made, so its attempt numbers,
+            # stop and wait line up with the row's real attempts.
+            outcome = replay.pop() if replay else await self._attempt(url, request.body)
+            sent += outcome.sent
+            attempts += 1
+            return outcome
+
+        def before_sleep(state: RetryCallState) -> None:
+            if self._on_retry is not None and state.outcome is not None and state.next_action:
+                self._on_retry(request, state.outcome.result(), state.next_action.sleep)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            retry=retry_if_result(_wants_retry),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            retry_error_callback=_last_result,
+        )
+        last: Attempt = await retrying(attempt)
+        return last, attempts, sent
+
+    async def _attempt(self, url: str, body: bytes | None) -> Attempt:
+        header = await self._auth.header()
+        outcome = await self._request(url, body, header)
+        if outcome.status == 401 and self._auth.renewable:
+            await self._auth.renew(header)
+            again = await self._request(url, body, await self._auth.header())
+            again.sent += outcome.sent
+            return again
+        return outcome
+
+    async def _request(self, url: str, body: bytes | None, authorization: str | None) -> Attempt:
+        pacer = self._pacer
+        await pacer.acquire()
+        headers = {"Authorization": authorization} if authorization else None
+        try:
+            response = await self._transport.send(self._method, url, body, headers)
+        except TransportError as exc:
+            pacer.release()
+            return Attempt(None, str(exc), None, True, 1)
+        status = response.status
+        pacer.release(overloaded=status in OVERLOAD_STATUSES, ok=200 <= status < 300)
+        if 200 <= status < 300:
+            return Attempt(status, None, None, False, 1)
+        retry_after = parse_retry_after(response.retry_after)
+        if retry_after is not None:
+            retry_after = min(retry_after, self.policy.retry_after_cap)
+            pacer.pause(retry_after)
+        return Attempt(status, describe_error(response), retry_after, is_retryable(status), 1)
+
+
+def _wants_retry(outcome: Attempt) -> bool:
+    return outcome.retryable
+
+
+def _last_result(state: RetryCallState) -> Attempt:
+    assert state.outcome is not None
+    result: Attempt = state.outcome.result()
+    return result
+
+
+def describe_error(response: Response) -> str:
+    """A one-line reason for a non-2xx answer, with the API's own message when it gave one."""
+    message = ""
+    try:
+        data = orjson.loads(response.body) if response.body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            text = error.get("message") or ""
+            message = f"{code}: {text}" if code not in (None, "") else str(text)
+        elif isinstance(error, str):
+            message = error
+        elif isinstance(data.get("message"), str):
+            message = data["message"]
+    elif response.body and len(response.body) < 200:
+        message = response.body.decode("utf-8", "replace")
+    line = f"HTTP {response.status}"
+    if message:
+        line += f": {' '.join(message.split())}"
+    return line[:_ERROR_CHARS]
