@@ -174,4 +174,3 @@ def _parse_token(raw: bytes, where: str, now: float) -> tuple[str, float]:
 def token_url_for(base_url: str) -> str:
     """The default token endpoint of an Acronis data center."""
     return base_url.rstrip("/") + "/api/2/idp/token"
-

@@ -24,6 +24,8 @@ from bulkpatch import __version__
 from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
 from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.options import RunOptions, parse_header
+from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.pipeline import dry_run as dry_run_rows
 from bulkpatch.schema import Schema
 
 T = TypeVar("T")
@@ -34,7 +36,7 @@ _EXIT_INTERRUPTED = 130
 class _Group(click.Group):
     """A group whose usage errors are one line on stderr, exit 2."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             rv = super().main(*args, **kwargs)
@@ -92,23 +94,83 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("input", metavar="INPUT")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format.  [default: from the extension]")
-@click.option("--base-url", envvar="BULKPATCH_BASE_URL", show_envvar=True, help="API root, e.g. https://eu2-cloud.acronis.com.")
-@click.option("--path", "path", default=DEFAULT_PATH, show_default=True, help="Path template; each {field} is filled from the row and left out of the body.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Input format.  [default: from the extension]",
+)
+@click.option(
+    "--base-url",
+    envvar="BULKPATCH_BASE_URL",
+    show_envvar=True,
+    help="API root, e.g. https://eu2-cloud.acronis.com.",
+)
+@click.option(
+    "--path",
+    "path",
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="Path template; each {field} is filled from the row and left out of the body.",
+)
 @click.option("--method", default="PATCH", show_default=True, help="HTTP method.")
-@click.option("--schema", type=click.Choice(["workload", "any"]), default="workload", show_default=True, help="workload: validate the v5 PATCH body; any: any JSON object.")
-@click.option("--concurrency", type=click.IntRange(1, 10_000), default=16, show_default=True, help="Requests in flight at most.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Requests per second at most, all workers together.  [default: unlimited]")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=5, show_default=True, help="Attempts per row, the first one included.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds per attempt.")
-@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra header; repeatable.")
+@click.option(
+    "--schema",
+    type=click.Choice(["workload", "any"]),
+    default="workload",
+    show_default=True,
+    help="workload: validate the v5 PATCH body; any: any JSON object.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=16,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests per second at most, all workers together.  [default: unlimited]",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="Attempts per row, the first one included.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds per attempt.",
+)
+@click.option(
+    "-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra header; repeatable."
+)
 @click.option("--ledger", help="The run's ledger.  [default: INPUT.ledger.jsonl]")
 @click.option("--retry-failed", is_flag=True, help="Also resend rows whose latest ledger record is failed.")
 @click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
-@click.option("--token-url", envvar="BULKPATCH_TOKEN_URL", help="OAuth2 token endpoint.  [default: BASE_URL/api/2/idp/token]")
-@click.option("--progress/--no-progress", default=None, help="Live progress on stderr.  [default: on when stderr is a terminal]")
-@click.option("-q", "--quiet", is_flag=True, help="No progress and no periodic status lines; the summary only.")
-@click.option("--log-json", type=click.Path(dir_okay=False, writable=True), help="Append one JSON line per retry, pause, concurrency change or token renewal.")
+@click.option(
+    "--token-url",
+    envvar="BULKPATCH_TOKEN_URL",
+    help="OAuth2 token endpoint.  [default: BASE_URL/api/2/idp/token]",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress on stderr.  [default: on when stderr is a terminal]",
+)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress and no periodic status lines; the summary only."
+)
+@click.option(
+    "--log-json",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Append one JSON line per retry, pause, concurrency change or token renewal.",
+)
 def run(
     input: str,
     fmt: str | None,
@@ -139,7 +201,6 @@ def run(
     Exit status: 0 every row ok or skipped; 1 some row failed or invalid; 2 bad usage or
     configuration (nothing sent); 130 interrupted (the ledger is flushed; run again to resume).
     """
-    from bulkpatch.pipeline import Run, dry_run as do_dry_run
 
     options = RunOptions(
         input=input,
@@ -163,7 +224,7 @@ def run(
     )
     out = Console(highlight=False)
     if dry_run:
-        found = do_dry_run(options)
+        found = dry_run_rows(options)
         _print_dry_run(out, found)
         return 1 if found.tally.bad else 0
     err = Console(stderr=True, highlight=False)
@@ -177,7 +238,7 @@ def run(
     return result.exit_code
 
 
-async def _run_with_progress(run: Any, console: Console, *, live: bool, quiet: bool) -> Any:
+async def _run_with_progress(run: Run, console: Console, *, live: bool, quiet: bool) -> RunResult:
     from bulkpatch.display import Progress
 
     watcher = None
@@ -225,14 +286,25 @@ def _print_dry_run(out: Console, found: Any) -> None:
         if body is not None:
             out.print(f"    {body.decode()}", markup=False)
     for rejected in found.rejected:
-        out.print(f"  row {rejected.row} (line {rejected.line}) {rejected.status}: {rejected.reason}", markup=False)
+        out.print(
+            f"  row {rejected.row} (line {rejected.line}) {rejected.status}: {rejected.reason}", markup=False
+        )
 
 
 @cli.command()
 @click.argument("ledger", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--failed-out", type=click.Path(dir_okay=False), help="Write the failed and invalid input rows here, in the input's format.")
-@click.option("--input", "input_path", type=click.Path(dir_okay=False), help="The input to copy rows from.  [default: the one the ledger names]")
+@click.option(
+    "--failed-out",
+    type=click.Path(dir_okay=False),
+    help="Write the failed and invalid input rows here, in the input's format.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help="The input to copy rows from.  [default: the one the ledger names]",
+)
 def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str | None) -> int:
     """Summarise LEDGER: the latest outcome of every row."""
     from bulkpatch.display import print_report
@@ -254,22 +326,62 @@ def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str |
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
-@click.option("--workloads", type=click.IntRange(0), default=200, show_default=True, help="Workloads to seed.")
-@click.option("--seed-file", type=click.Path(exists=True, dir_okay=False), help="Seed the store from this JSONL file of workloads instead.")
-@click.option("--persist", type=click.Path(dir_okay=False), help="Save the store to this JSONL file on shutdown.")
-@click.option("--seed", type=int, default=7, show_default=True, help="Makes the data and the faults repeatable.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port."
+)
+@click.option(
+    "--workloads", type=click.IntRange(0), default=200, show_default=True, help="Workloads to seed."
+)
+@click.option(
+    "--seed-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Seed the store from this JSONL file of workloads instead.",
+)
+@click.option(
+    "--persist", type=click.Path(dir_okay=False), help="Save the store to this JSONL file on shutdown."
+)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="Makes the data and the faults repeatable."
+)
 @click.option("--client-id", default="bulkpatch-demo", show_default=True)
-@click.option("--client-secret", envvar="BULKPATCH_MOCK_CLIENT_SECRET", default="demo-secret", show_default=True)
+@click.option(
+    "--client-secret", envvar="BULKPATCH_MOCK_CLIENT_SECRET", default="demo-secret", show_default=True
+)
 @click.option("--static-token", multiple=True, help="A bearer token accepted as is; repeatable.")
 @click.option("--no-auth", is_flag=True, help="Accept API calls without a token.")
-@click.option("--token-lifetime", type=click.FloatRange(min=0.1), default=7200.0, show_default=True, help="Seconds.")
+@click.option(
+    "--token-lifetime", type=click.FloatRange(min=0.1), default=7200.0, show_default=True, help="Seconds."
+)
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--jitter-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Random extra latency up to this.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of API calls answered 503.")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of API calls whose connection is dropped.")
-@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), help="API calls per second; above it, 429 + Retry-After.")
-@click.option("--retry-after", type=click.IntRange(0), default=1, show_default=True, help="Seconds, sent with each 429.")
+@click.option(
+    "--jitter-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Random extra latency up to this.",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of API calls answered 503.",
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of API calls whose connection is dropped.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="API calls per second; above it, 429 + Retry-After.",
+)
+@click.option(
+    "--retry-after", type=click.IntRange(0), default=1, show_default=True, help="Seconds, sent with each 429."
+)
 def mock(**kw: Any) -> int:
     """Serve a local stand-in for the Workload Management API v5.
 
@@ -318,8 +430,14 @@ def mock(**kw: Any) -> int:
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's input and ledger here.  [default: a temporary folder]")
-@click.option("--progress/--no-progress", default=None, help="Live progress.  [default: on when stderr is a terminal]")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Keep the demo's input and ledger here.  [default: a temporary folder]",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Live progress.  [default: on when stderr is a terminal]"
+)
 def demo(workdir: str | None, progress: bool | None) -> int:
     """Run a sample migration against the embedded mock API: no network, no account needed."""
     if workdir is not None:
@@ -334,7 +452,6 @@ def _demo(folder: Path, progress: bool | None) -> int:
     from bulkpatch.demo import DEMO_ROWS, demo_mock_config, migration_csv, verify
     from bulkpatch.display import print_summary
     from bulkpatch.mock import MockServer
-    from bulkpatch.pipeline import Run
     from bulkpatch.transport import AiohttpTransport
 
     out = Console(highlight=False)
@@ -345,7 +462,7 @@ def _demo(folder: Path, progress: bool | None) -> int:
     ledger = folder / "workloads.csv.ledger.jsonl"
     ledger.unlink(missing_ok=True)
 
-    async def go() -> tuple[Any, int, list[str]]:
+    async def go() -> tuple[RunResult, int, list[str]]:
         async with MockServer(config) as server:
             out.print(f"[bold]bulkpatch demo[/]: mock Workload Management API v5 on {server.url}")
             out.print(
@@ -382,7 +499,9 @@ def _demo(folder: Path, progress: bool | None) -> int:
     out.print(f"verified through GET: all {checked} workloads carry the new values")
     out.print("\n[bold]Against a real data center[/]:")
     out.print("  export BULKPATCH_CLIENT_ID=...  BULKPATCH_CLIENT_SECRET=...", markup=False)
-    out.print("  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com --dry-run", markup=False)
+    out.print(
+        "  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com --dry-run", markup=False
+    )
     out.print("  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com", markup=False)
     out.print("  bulkpatch report workloads.csv.ledger.jsonl", markup=False)
     return result.exit_code
@@ -391,4 +510,3 @@ def _demo(folder: Path, progress: bool | None) -> int:
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="bulkpatch")
-

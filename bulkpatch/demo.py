@@ -103,4 +103,3 @@ async def verify(transport: Transport, base_url: str, authorization: str) -> tup
     missing = wanted.keys() - seen
     problems.extend(f"{workload_id} not listed" for workload_id in sorted(missing))
     return len(seen), problems
-

@@ -204,7 +204,9 @@ def print_report(console: Console, tally: Tally, ledger: str) -> None:
 
 
 def _latency(tally: Tally) -> str:
-    values: dict[str, Any] = {p: tally.latency.percentile(n) for p, n in (("p50", 50), ("p95", 95), ("p99", 99))}
+    values: dict[str, Any] = {
+        p: tally.latency.percentile(n) for p, n in (("p50", 50), ("p95", 95), ("p99", 99))
+    }
     if values["p50"] is None:
         return ""
     return "  ".join(f"{name} {value:,.1f} ms" for name, value in values.items())
@@ -226,4 +228,3 @@ def _size(name: str) -> int | None:
         return os.path.getsize(name)
     except OSError:
         return None
-

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ LEDGER_VERSION = 1
 _HEAD_BYTES = 1 << 20
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """How a row ended."""
 
     #: the server answered 2xx
@@ -220,9 +220,7 @@ class LedgerWriter:
         self._fd = -1
 
 
-def open_ledger(
-    path: str | os.PathLike[str], binding: dict[str, Any]
-) -> tuple[LedgerWriter, LedgerIndex]:
+def open_ledger(path: str | os.PathLike[str], binding: dict[str, Any]) -> tuple[LedgerWriter, LedgerIndex]:
     """Open a ledger for a run: check that it belongs to ``binding``, or start it with a header."""
     index = LedgerIndex.load(path) if os.path.exists(path) else LedgerIndex()
     header = index.header

@@ -41,9 +41,8 @@ class RunOptions:
     grace: float = 8.0
 
     def __post_init__(self) -> None:
-        if not self.dry_run:
-            if not self.base_url:
-                raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
+        if not self.dry_run and not self.base_url:
+            raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
         if self.base_url:
             check_url("--base-url", self.base_url)
         if self.token_url:

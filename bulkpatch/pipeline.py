@@ -220,7 +220,8 @@ class Run:
         try:
             assert self._stop_event is not None
             stop_wait = asyncio.ensure_future(self._stop_event.wait())
-            await asyncio.wait([all_done, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [all_done, stop_wait]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             if not all_done.done():
                 # Stopping: give in-flight requests a bounded grace period, then cancel them.
@@ -317,9 +318,7 @@ class Run:
                 url,
                 options.client_id,
                 options.client_secret,
-                on_renew=lambda lifetime: self._emit(
-                    "token_renewed", {"lifetime_s": round(lifetime, 1)}
-                ),
+                on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
             )
         return NoAuth()
 
@@ -358,7 +357,9 @@ def dry_run(options: RunOptions, *, samples: int = 5) -> DryRunResult:
                     result.samples.append((options.method.upper(), base + mapped.path, mapped.body))
             else:
                 result.tally.add(
-                    RowResult(mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason)
+                    RowResult(
+                        mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason
+                    )
                 )
                 if len(result.rejected) < samples:
                     result.rejected.append(mapped)
@@ -372,7 +373,10 @@ def _open_input(options: RunOptions) -> tuple[InputFile, Mapper, Iterator[Record
         records: Iterator[Record] = iter(source)
         if source.format is Format.CSV:
             mapper = Mapper(
-                template, schema=options.schema, method=options.method, fmt=source.format,
+                template,
+                schema=options.schema,
+                method=options.method,
+                fmt=source.format,
                 header=source.header,
             )
         else:

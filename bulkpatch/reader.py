@@ -7,15 +7,16 @@ A record that cannot be read (invalid UTF-8, broken JSON, wrong column count) is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -28,7 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 csv.field_size_limit(2**31 - 1)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Input file format."""
 
     #: comma-separated values with a header row
@@ -93,10 +94,11 @@ class InputFile:
             except OSError as exc:
                 raise ConfigError(f"cannot open input {name!r}: {exc.strerror}") from None
         self._stream: IO[bytes] = self._raw
+        self._text: io.TextIOWrapper | None = None
         self._records: Iterator[Record]
         try:
             if _peek(self._raw, 2) == _GZIP_MAGIC:
-                self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+                self._stream = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw, mode="rb"))
             if self.format is Format.CSV:
                 self._records = self._guard(self._csv_records())
             else:
@@ -117,6 +119,11 @@ class InputFile:
         return self._records
 
     def close(self) -> None:
+        if self._text is not None:
+            # Detach, or the wrapper would close stdin when it is garbage collected.
+            with contextlib.suppress(ValueError):
+                self._text.detach()
+            self._text = None
         if self._stream is not self._raw:
             self._stream.close()
         if self._raw is not sys.stdin.buffer:
@@ -161,10 +168,10 @@ class InputFile:
             yield Record(row, line_no, value, None, raw)
 
     def _csv_records(self) -> Iterator[Record]:
-        text = io.TextIOWrapper(
+        self._text = io.TextIOWrapper(
             self._stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        reader = csv.reader(text)
+        reader = csv.reader(self._text)
         header = self._read_header(reader)
         return self._csv_rows(reader, header)
 

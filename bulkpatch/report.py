@@ -21,25 +21,19 @@ def summarise(ledger: str | os.PathLike[str]) -> Tally:
     """Tally the latest record of every row in ``ledger``."""
     _require(ledger)
     latest = array("I")
-    ordinal = 0
-    for data in _row_records(ledger):
-        ordinal += 1
+    for ordinal, data in enumerate(_row_records(ledger), start=1):
         row = data["row"]
         if row >= len(latest):
             latest.extend(bytes(4 * max(row + 1 - len(latest), len(latest) // 2, 1024)))
         latest[row] = ordinal
     tally = Tally()
-    ordinal = 0
-    for data in _row_records(ledger):
-        ordinal += 1
+    for ordinal, data in enumerate(_row_records(ledger), start=1):
         if latest[data["row"]] == ordinal:
             tally.add(RowResult.from_json(data))
     return tally
 
 
-def write_failed(
-    ledger: str | os.PathLike[str], out: str, *, input_path: str | None = None
-) -> int:
+def write_failed(ledger: str | os.PathLike[str], out: str, *, input_path: str | None = None) -> int:
     """Write the input rows whose latest status is failed or invalid to ``out``; return how many.
 
     The rows are copied as they stand in the input, in its own format (with the CSV header), so
@@ -53,14 +47,14 @@ def write_failed(
         raise ConfigError("the ledger does not name a readable input; pass --input FILE")
     wanted = {Status.FAILED, Status.INVALID}
     written = 0
-    with InputFile(source_name, _format_of(source_name, header), keep_raw=True) as source:
-        with _open_out(out) as sink:
-            if source.format is Format.CSV and source.header is not None:
-                sink.write(csv_line(source.header) + "\n")
-            for record in source:
-                if index.get(record.row) in wanted and record.raw is not None:
-                    sink.write(record.raw + "\n")
-                    written += 1
+    fmt = _format_of(source_name, header)
+    with InputFile(source_name, fmt, keep_raw=True) as source, _open_out(out) as sink:
+        if source.format is Format.CSV and source.header is not None:
+            sink.write(csv_line(source.header) + "\n")
+        for record in source:
+            if index.get(record.row) in wanted and record.raw is not None:
+                sink.write(record.raw + "\n")
+                written += 1
     return written
 
 
@@ -89,4 +83,3 @@ def _open_out(out: str) -> IO[str]:
         return open(out, "w", encoding="utf-8", errors="surrogateescape", newline="")
     except OSError as exc:
         raise ConfigError(f"cannot write {out!r}: {exc.strerror}") from None
-

@@ -7,19 +7,18 @@ one call into pydantic-core, no model instance.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
-
-from typing_extensions import TypedDict
 
 import orjson
 from pydantic import BeforeValidator, ConfigDict, StrictBool, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 
-class Schema(str, Enum):
+class Schema(StrEnum):
     """How each request body is checked before it is sent."""
 
     #: the Workload Management v5 PATCH body; unknown fields are an error
@@ -106,7 +105,7 @@ def _one_line(exc: ValidationError) -> str:
         where = ".".join(str(part) for part in error["loc"]) or "body"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown field (the workload schema allows name, attributes, client_id, allowed_actions, enabled)"
+            message = "unknown field (allowed: name, attributes, client_id, allowed_actions, enabled)"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         parts.append(f"{where}: {message}")

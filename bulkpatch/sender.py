@@ -66,7 +66,7 @@ class Sender:
         self._method = method.upper()
         self.policy = policy or RetryPolicy()
         self._auth = auth or NoAuth()
-        self._pacer = pacer or Pacer(1 << 30, adaptive=False)
+        self._pacer = pacer or Pacer(1 << 30, adaptive=False, clock=clock, sleep=sleep)
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry
@@ -88,15 +88,11 @@ class Sender:
             last, attempts, sent = first, 1, first.sent
         ms = round((self._clock() - started) * 1000.0, 2)
         if last.status is not None and 200 <= last.status < 300:
-            return RowResult(
-                request.row, request.line, request.key, Status.OK, last.status, sent, None, ms
-            )
+            return RowResult(request.row, request.line, request.key, Status.OK, last.status, sent, None, ms)
         error = last.error or "failed"
         if last.retryable:
             error = f"{error} (gave up after {attempts} attempts)"
-        return RowResult(
-            request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms
-        )
+        return RowResult(request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms)
 
     async def _retry(self, request: Request, url: str, first: Attempt) -> tuple[Attempt, int, int]:
         replay = [first]

@@ -80,12 +80,8 @@ class Tally:
             **{status.value: self.by_status[status] for status in Status},
             "by_http_status": {str(k): v for k, v in sorted(self.by_http_status.items())},
             "attempts": self.attempts,
-            "top_errors": [
-                {"error": error, "rows": n} for error, n in self.errors.most_common(5)
-            ],
-            "latency_ms": {
-                f"p{p}": _round(self.latency.percentile(p)) for p in (50, 95, 99)
-            },
+            "top_errors": [{"error": error, "rows": n} for error, n in self.errors.most_common(5)],
+            "latency_ms": {f"p{p}": _round(self.latency.percentile(p)) for p in (50, 95, 99)},
         }
 
 

@@ -7,7 +7,6 @@ else, so tests can swap in a fake transport and run without sockets.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,7 +94,7 @@ class AiohttpTransport:
             ) as resp:
                 content = await resp.read()
                 return Response(resp.status, resp.headers.get("Retry-After"), content[:BODY_KEEP])
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise TransportError("timeout", "timed out") from None
         except aiohttp.ClientConnectorError as exc:
             raise TransportError("connect", f"cannot connect: {exc.os_error.strerror or exc}") from None

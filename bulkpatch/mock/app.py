@@ -25,7 +25,7 @@ from aiohttp import BasicAuth, web
 from bulkpatch.mock.store import WorkloadStore, decode_cursor, sample_workloads
 
 API = "/api/workload_management/v5"
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+_FIELD_TYPES: dict[str, type] = {
     "name": str,
     "attributes": dict,
     "client_id": str,
@@ -329,10 +329,8 @@ def _check_fields(body: dict[str, Any], allow: set[str] | frozenset[str] = froze
             return f"unknown field {key!r}"
         if not isinstance(value, expected) or (expected is str and isinstance(value, bool)):
             return f"{key} has the wrong type"
-        if key == "allowed_actions" and not all(isinstance(a, str) for a in value):
+        if key == "allowed_actions" and not all(isinstance(a, str) for a in body[key]):
             return "allowed_actions must be an array of strings"
-        if key == "attributes" and not all(isinstance(k, str) for k in value):
-            return "attributes must be an object"
     return ""
 
 
@@ -365,9 +363,7 @@ class MockServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
         if self._runner is not None:

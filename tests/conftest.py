@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bulkpatch.mock import MockConfig, MockServer
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never inherit credentials or a base URL from the machine running them."""
+    for name in list(os.environ):
+        if name.startswith("BULKPATCH_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def mock_server() -> AsyncIterator[MockServer]:
+    """The project's mock API on 127.0.0.1, no auth, no faults."""
+    async with MockServer(MockConfig(require_auth=False, workloads=50)) as server:
+        yield server

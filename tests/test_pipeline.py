@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+import pytest
+from fakes import FakeClock, FakeTransport, ok, write
+
+from bulkpatch.errors import AuthError, ConfigError, LedgerMismatch, TransportError
+from bulkpatch.ledger import LedgerIndex, Status, iter_records
+from bulkpatch.options import RunOptions
+from bulkpatch.pipeline import Run, dry_run
+from bulkpatch.transport import Response
+
+BASE = "http://api.test"
+
+
+def csv_input(tmp_path: Path, rows: int, extra: str = "") -> Path:
+    body = "".join(f"w{i},name-{i}\n" for i in range(1, rows + 1))
+    return write(tmp_path / "in.csv", "workload_id,name\n" + body + extra)
+
+
+def options(source: Path, **kw: object) -> RunOptions:
+    return RunOptions(input=str(source), base_url=BASE, **kw)  # type: ignore[arg-type]
+
+
+def row_records(path: Path) -> list[dict[str, object]]:
+    return [r for r in iter_records(f"{path}.ledger.jsonl") if r["type"] == "row"]
+
+
+async def run(opts: RunOptions, transport: FakeTransport, **kw: object) -> object:
+    return await Run(opts, transport=transport, sleep=FakeClock().sleep, **kw).execute()  # type: ignore[arg-type]
+
+
+async def test_every_row_is_sent_once_and_recorded(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 500)
+    transport = FakeTransport(ok)
+    result = await Run(options(path, concurrency=8), transport=transport).execute()
+    assert result.exit_code == 0
+    assert result.tally.by_status[Status.OK] == 500
+    assert len(transport.calls) == 500
+    assert sorted(c.url for c in transport.calls) == sorted(
+        f"{BASE}/api/workload_management/v5/workloads/w{i}" for i in range(1, 501)
+    )
+    bodies = {orjson.loads(c.body or b"")["name"] for c in transport.calls}
+    assert bodies == {f"name-{i}" for i in range(1, 501)}
+    records = row_records(path)
+    assert sorted(int(r["row"]) for r in records) == list(range(1, 501))  # type: ignore[call-overload]
+    assert {r["status"] for r in records} == {"ok"}
+    assert transport.max_in_flight <= 8
+
+
+async def test_rerun_sends_nothing(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 50)
+    await Run(options(path), transport=FakeTransport(ok)).execute()
+    again = FakeTransport(ok)
+    result = await Run(options(path), transport=again).execute()
+    assert again.calls == []
+    assert result.already_done == 50
+    assert result.exit_code == 0
+
+
+def flaky(
+    method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
+) -> Response | TransportError:
+    wid = url.rsplit("/", 1)[1]
+    n = int(wid[1:])
+    if n % 10 == 0:
+        return Response(404, None, b'{"error": {"code": "NotFound", "message": "no such workload"}}')
+    return Response(204, None, b"")
+
+
+async def test_bad_rows_are_invalid_failed_rows_failed_and_the_run_goes_on(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 30, extra=",no id\nw99,a,extra\nw98,\n")
+    transport = FakeTransport(flaky)
+    result = await run(options(path), transport)
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    by_row = {int(r["row"]): r for r in row_records(path)}  # type: ignore[call-overload]
+    assert len(by_row) == 33
+    assert by_row[10]["status"] == "failed" and by_row[10]["attempts"] == 1
+    assert by_row[10]["error"] == "HTTP 404: NotFound: no such workload"
+    assert (by_row[31]["status"], by_row[31]["line"], by_row[31]["error"]) == (
+        "invalid",
+        32,
+        "missing workload_id",
+    )
+    assert by_row[32]["error"] == "expected 2 columns, found 3"
+    assert (by_row[33]["status"], by_row[33]["error"]) == ("skipped", "no fields to update")
+    assert Counter(r["status"] for r in by_row.values()) == {
+        "ok": 27,
+        "failed": 3,
+        "invalid": 2,
+        "skipped": 1,
+    }
+    assert len(transport.calls) == 30
+
+
+async def test_retry_failed_resends_only_failed_rows(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 30, extra=",no id\n")
+    await run(options(path), FakeTransport(flaky))
+    plain = FakeTransport(ok)
+    await run(options(path), plain)
+    assert plain.calls == []
+    retry = FakeTransport(ok)
+    result = await run(options(path, retry_failed=True), retry)
+    assert sorted(c.url.rsplit("/", 1)[1] for c in retry.calls) == ["w10", "w20", "w30"]
+    assert result.state[Status.FAILED] == 0  # type: ignore[attr-defined]
+    assert result.exit_code == 1  # type: ignore[attr-defined]  # the invalid row still needs fixing
+
+
+async def test_input_is_streamed_not_read_ahead(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 2000)
+    lead: list[int] = []
+    holder: list[Run] = []
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        r = holder[0]
+        lead.append(r.rows_read - r.tally.total)
+        return Response(204, None, b"")
+
+    r = Run(options(path, concurrency=16), transport=FakeTransport(handler))
+    holder.append(r)
+    await r.execute()
+    # Rows read but not finished never exceed the rows in flight.
+    assert max(lead) <= 16
+
+
+async def test_stop_interrupts_and_a_rerun_finishes_the_job(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 400)
+    holder: list[Run] = []
+    sent = Counter[str]()
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        sent[url] += 1
+        if sum(sent.values()) == 100:
+            holder[0].stop()
+        return Response(204, None, b"")
+
+    first = Run(options(path, concurrency=8), transport=FakeTransport(handler))
+    holder.append(first)
+    result = await first.execute()
+    assert result.interrupted and result.exit_code == 130
+    assert 100 <= result.tally.total <= 100 + 8
+    second = await Run(options(path, concurrency=8), transport=FakeTransport(handler)).execute()
+    assert second.exit_code == 0
+    assert len(sent) == 400 and max(sent.values()) == 1
+    assert LedgerIndex.load(f"{path}.ledger.jsonl").counts()[Status.OK] == 400
+
+
+async def test_stop_cuts_retry_waits_short_and_leaves_the_row_unrecorded(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 1)
+    holder: list[Run] = []
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        asyncio.get_running_loop().call_soon(holder[0].stop)
+        return Response(503, "120", b"")
+
+    r = Run(options(path), transport=FakeTransport(handler))
+    holder.append(r)
+    result = await asyncio.wait_for(r.execute(), 5)
+    assert result.interrupted
+    assert row_records(path) == []
+
+
+async def test_mismatched_ledger_is_refused_before_sending(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 5)
+    await run(options(path), FakeTransport(ok))
+    transport = FakeTransport(ok)
+    with pytest.raises(LedgerMismatch):
+        await run(options(path, path="/other/{workload_id}"), transport)
+    assert transport.calls == []
+
+
+async def test_jsonl_template_field_missing_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.jsonl", '{"id": "1", "name": "x"}\n')
+    transport = FakeTransport(ok)
+    with pytest.raises(ConfigError, match="no field 'workload_id'"):
+        await run(options(path), transport)
+    assert transport.calls == []
+
+
+async def test_token_endpoint_failure_stops_before_any_row(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 5)
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        return Response(401 if url.endswith("/idp/token") else 204, None, b"")
+
+    transport = FakeTransport(handler)
+    with pytest.raises(AuthError, match="refused the client credentials"):
+        await run(options(path, client_id="id", client_secret="s3cr3t"), transport)
+    assert [c.url for c in transport.calls] == [f"{BASE}/api/2/idp/token"]
+    assert row_records(path) == []
+
+
+def test_dry_run_sends_nothing_and_samples_requests(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 10, extra=",x\n")
+    found = dry_run(RunOptions(input=str(path), dry_run=True), samples=3)
+    assert found.tally.by_status[Status.OK] == 10 and found.tally.by_status[Status.INVALID] == 1
+    assert [s[1] for s in found.samples] == [f"/api/workload_management/v5/workloads/w{i}" for i in (1, 2, 3)]
+    assert not Path(f"{path}.ledger.jsonl").exists()
