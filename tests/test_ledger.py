@@ -74,7 +74,7 @@ def test_index_grows_for_large_row_numbers() -> None:
 def test_header_binds_the_ledger_to_input_and_template(tmp_path: Path) -> None:
     data = write(tmp_path / "in.csv", "id,name\n1,a\n")
     ledger = tmp_path / "l.jsonl"
-    writer, index = open_ledger(ledger, binding(data))
+    writer, _ = open_ledger(ledger, binding(data))
     writer.close()
     assert lines(ledger)[0]["type"] == "header"
     # Same input, same template: accepted.

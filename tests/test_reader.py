@@ -46,7 +46,8 @@ def test_csv_bad_records_become_row_errors_and_reading_goes_on(tmp_path: Path) -
 def test_jsonl_skips_blank_lines_and_reports_bad_ones(tmp_path: Path) -> None:
     path = write(
         tmp_path / "w.jsonl",
-        b'{"workload_id": "1"}\n\n   \n{"workload_id": \n[1, 2]\n"text"\n{"name": "\xff"}\n{"workload_id": "2"}',
+        b'{"workload_id": "1"}\n\n   \n{"workload_id": \n[1, 2]\n"text"\n'
+        b'{"name": "\xff"}\n{"workload_id": "2"}',
     )
     rows = read(path)
     assert rows[0] == (1, 1, {"workload_id": "1"}, None)
@@ -74,11 +75,15 @@ def test_gzip_is_detected_by_content(tmp_path: Path) -> None:
 def test_truncated_gzip_is_an_input_error_after_the_good_rows(tmp_path: Path) -> None:
     data = gzip.compress(b"".join(b'{"workload_id": "%d"}\n' % i for i in range(2000)))
     path = write(tmp_path / "w.jsonl.gz", data[: len(data) // 2])
-    seen = 0
-    with pytest.raises(InputError, match="unreadable after row"), InputFile(str(path)) as source:
-        for _ in source:
-            seen += 1
-    assert seen > 0
+    seen: list[int] = []
+
+    def read_all() -> None:
+        with InputFile(str(path)) as source:
+            seen.extend(record.row for record in source)
+
+    with pytest.raises(InputError, match="unreadable after row"):
+        read_all()
+    assert seen and seen == list(range(1, len(seen) + 1))
 
 
 def test_reader_is_lazy(tmp_path: Path) -> None:
