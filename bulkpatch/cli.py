@@ -222,7 +222,7 @@ def run(
         client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
         token_url=token_url,
     )
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     if dry_run:
         found = dry_run_rows(options)
         _print_dry_run(out, found)
@@ -318,7 +318,7 @@ def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str |
             data["failed_out"] = {"path": failed_out, "rows": written}
         click.echo(orjson.dumps(data).decode())
     else:
-        print_report(Console(highlight=False), tally, ledger)
+        print_report(Console(highlight=False, soft_wrap=True), tally, ledger)
         if written is not None:
             click.echo(f"wrote {written:,} rows to {failed_out}")
     return 0
@@ -454,7 +454,7 @@ def _demo(folder: Path, progress: bool | None) -> int:
     from bulkpatch.mock import MockServer
     from bulkpatch.transport import AiohttpTransport
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
     config = demo_mock_config()
     source = folder / "workloads.csv"

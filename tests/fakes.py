@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientResponse
+from yarl import URL
 
 from bulkpatch.errors import TransportError
+from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.transport import Response
 
 Handler = Callable[[str, str, bytes | None, Mapping[str, str] | None], "Response | TransportError"]
@@ -79,3 +85,42 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_bytes(text)
     return path
+
+
+class _NoUpload:
+    output_size = 0
+
+
+class CompatResponse(ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's new ``stream_writer`` argument
+    (pnuckowski/aioresponses#289); pass ``response_class=CompatResponse`` until it is fixed."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", _NoUpload())
+        super().__init__(method, url, **kwargs)
+
+
+class ThreadedMock:
+    """The mock API served from a thread of its own, for tests that drive the CLI synchronously
+    or in a subprocess. ``with ThreadedMock(config) as mock: mock.url, mock.api.counters``."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.server = MockServer(config)
+        self.api = self.server.api
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> ThreadedMock:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

@@ -11,6 +11,8 @@ Counters for tests live outside the API, under ``/__mock__/``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import secrets
 import time
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from bulkpatch.mock.store import WorkloadStore, decode_cursor, sample_workloads
 
@@ -195,17 +197,17 @@ class MockApi:
 
     async def token(self, request: web.Request) -> web.Response:
         self.counters.token_requests += 1
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
+        credentials = _basic_credentials(request.headers.get("Authorization", ""))
+        if credentials is None:
             return error(401, "UnauthorizedRequest", "client authentication required")
+        login, password = credentials
         form = await request.post()
         if form.get("grant_type") != "client_credentials":
             return error(400, "BadRequest", "grant_type must be client_credentials")
         cfg = self.config
         if not (
-            secrets.compare_digest(auth.login, cfg.client_id)
-            and secrets.compare_digest(auth.password, cfg.client_secret)
+            secrets.compare_digest(login.encode(), cfg.client_id.encode())
+            and secrets.compare_digest(password.encode(), cfg.client_secret.encode())
         ):
             return error(401, "UnauthorizedRequest", "invalid client credentials")
         token = secrets.token_urlsafe(32)
@@ -332,6 +334,17 @@ def _check_fields(body: dict[str, Any], allow: set[str] | frozenset[str] = froze
         if key == "allowed_actions" and not all(isinstance(a, str) for a in body[key]):
             return "allowed_actions must be an array of strings"
     return ""
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        login, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (login, password) if sep else None
 
 
 def _id_list(raw: str) -> list[str]:

@@ -1,0 +1,177 @@
+"""The mock API, spoken to over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from bulkpatch.mock import MockConfig, MockServer
+
+API = "/api/workload_management/v5/workloads"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MockServer]:
+    async with MockServer(MockConfig(workloads=35, client_id="cid", client_secret="sec")) as s:
+        yield s
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def token(http: aiohttp.ClientSession, server: MockServer) -> dict[str, str]:
+    async with http.post(
+        f"{server.url}/api/2/idp/token",
+        headers=basic("cid", "sec"),
+        data={"grant_type": "client_credentials"},
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["token_type"] == "bearer" and body["expires_on"] > 0
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def test_token_needs_the_right_client_credentials(
+    http: aiohttp.ClientSession, server: MockServer
+) -> None:
+    for path in ("/api/2/idp/token", "/bc/idp/token"):
+        async with http.post(
+            server.url + path, headers=basic("cid", "wrong"), data={"grant_type": "client_credentials"}
+        ) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "UnauthorizedRequest"
+    async with http.post(
+        f"{server.url}/bc/idp/token", headers=basic("cid", "sec"), data={"grant_type": "password"}
+    ) as resp:
+        assert resp.status == 400
+
+
+async def test_api_needs_a_token(http: aiohttp.ClientSession, server: MockServer) -> None:
+    async with http.get(server.url + API) as resp:
+        assert resp.status == 401
+    async with http.get(server.url + API, headers={"Authorization": "Bearer nope"}) as resp:
+        assert resp.status == 401
+
+
+async def test_patch_then_get_shows_the_change(http: aiohttp.ClientSession, server: MockServer) -> None:
+    auth = await token(http, server)
+    async with http.get(f"{server.url}{API}?limit=1&include_all_attributes=true", headers=auth) as resp:
+        first = (await resp.json())["items"][0]
+    url = f"{server.url}{API}/{first['id']}"
+    async with http.patch(url, json={"name": "renamed", "attributes": {"site": "x"}}, headers=auth) as resp:
+        assert resp.status == 204
+        assert await resp.read() == b""
+    async with http.get(url, headers=auth) as resp:
+        after = await resp.json()
+    assert after["name"] == "renamed"
+    assert after["attributes"]["site"] == "x"
+    assert after["attributes"]["hostname"] == first["attributes"]["hostname"]  # merged, not replaced
+    assert after["updated_at"] != first["updated_at"]
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "content_type", "status", "code"),
+    [
+        ("unknown-id", b'{"name": "x"}', "application/json", 404, "NotFound"),
+        (None, b'{"colour": "red"}', "application/json", 400, "ValidationError"),
+        (None, b'{"enabled": "yes"}', "application/json", 400, "ValidationError"),
+        (None, b'{"name": "x"}', "text/plain", 415, "UnsupportedMediaType"),
+        (None, b"[1]", "application/json", 400, "BadRequest"),
+    ],
+)
+async def test_patch_errors_use_the_envelope(
+    http: aiohttp.ClientSession,
+    server: MockServer,
+    target: str | None,
+    body: bytes,
+    content_type: str,
+    status: int,
+    code: str,
+) -> None:
+    auth = await token(http, server)
+    workload_id = target or next(iter(server.api.store._items))
+    headers = {**auth, "Content-Type": content_type}
+    async with http.patch(f"{server.url}{API}/{workload_id}", data=body, headers=headers) as resp:
+        assert resp.status == status
+        error = (await resp.json())["error"]
+    assert error["code"] == code and error["message"]
+
+
+async def test_paging_visits_every_workload_once(http: aiohttp.ClientSession, server: MockServer) -> None:
+    auth = await token(http, server)
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        params = {"limit": "10"} if after is None else {"limit": "10", "after": after}
+        async with http.get(server.url + API, params=params, headers=auth) as resp:
+            page = await resp.json()
+        pages += 1
+        seen += [item["id"] for item in page["items"]]
+        assert "attributes" not in page["items"][0]  # omitted unless asked for
+        after = page["paging"]["cursors"].get("after")
+        if after is None:
+            break
+    assert pages == 4
+    assert len(seen) == 35 and len(set(seen)) == 35
+
+
+async def test_filters_create_and_delete(http: aiohttp.ClientSession, server: MockServer) -> None:
+    auth = await token(http, server)
+    new = {"id": "new-1", "name": "fresh", "attributes": {"a": "1"}}
+    async with http.post(server.url + API, json={"items": [new]}, headers=auth) as resp:
+        assert resp.status == 204
+    ids = "or(new-1,missing)"
+    async with http.get(
+        server.url + API,
+        params={"workload_id": ids, "include_attributes": "a", "include_allowed_actions": "true"},
+        headers=auth,
+    ) as resp:
+        items = (await resp.json())["items"]
+    assert [(i["id"], i["attributes"], i["allowed_actions"]) for i in items] == [("new-1", {"a": "1"}, [])]
+    async with http.delete(server.url + API, params={"workload_id": "new-1"}, headers=auth) as resp:
+        assert resp.status == 204
+    async with http.get(f"{server.url}{API}/new-1", headers=auth) as resp:
+        assert resp.status == 404
+
+
+async def test_faults_are_injected_and_counted(http: aiohttp.ClientSession) -> None:
+    config = MockConfig(require_auth=False, workloads=5, error_rate=0.5, seed=3)
+    async with MockServer(config) as server:
+        workload_id = next(iter(server.api.store._items))
+        statuses = []
+        for _ in range(40):
+            async with http.patch(f"{server.url}{API}/{workload_id}", json={"name": "n"}) as resp:
+                statuses.append(resp.status)
+        async with http.get(f"{server.url}/__mock__/stats") as resp:
+            stats = await resp.json()
+    assert set(statuses) == {204, 503}
+    assert stats["by_status"] == {"204": statuses.count(204), "503": statuses.count(503)}
+    assert stats["patches"][workload_id] == statuses.count(204)
+
+
+async def test_rate_limit_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
+    async with MockServer(MockConfig(require_auth=False, rate_limit=5, retry_after=2)) as server:
+        answers = []
+        for _ in range(8):
+            async with http.get(server.url + API) as resp:
+                answers.append((resp.status, resp.headers.get("Retry-After")))
+    assert answers[:5] == [(200, None)] * 5
+    assert (429, "2") in answers[5:]
+
+
+async def test_dropped_connection(http: aiohttp.ClientSession) -> None:
+    async with MockServer(MockConfig(require_auth=False, drop_rate=1.0)) as server:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            async with http.get(server.url + API):
+                pass
