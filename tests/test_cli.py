@@ -166,10 +166,8 @@ def test_hostile_ids_stay_inside_one_segment(tmp_path: Path) -> None:
         mock.api.app.router._frozen = False
         mock.api.app.router.add_route("*", "/x/{tail:.*}", record)
         source = write(tmp_path / "h.jsonl", '{"id": "../../admin"}\n{"id": "a/b?c=1#f"}\n{"id": ".."}\n')
-        result = invoke(
-            "run", str(source), "--base-url", mock.url, "--path", "/x/{id}/items", "--schema", "any",
-            "--method", "DELETE", "-q",
-        )  # fmt: skip
+        options = ["--path", "/x/{id}/items", "--schema", "any", "--method", "DELETE", "-q"]
+        result = invoke("run", str(source), "--base-url", mock.url, *options)
     assert result.exit_code == 0, result.output
     assert sorted(seen) == sorted(
         ["/x/..%2F..%2Fadmin/items", "/x/a%2Fb%3Fc%3D1%23f/items", "/x/%2E%2E/items"]

@@ -26,11 +26,9 @@ CONCURRENCY = 32
 
 def start(source: Path, mock: ThreadedMock) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
+    command = [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", mock.url]
     return subprocess.Popen(
-        [
-            sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", mock.url,
-            "--concurrency", str(CONCURRENCY), "--no-progress",
-        ],  # fmt: skip
+        [*command, "--concurrency", str(CONCURRENCY), "--no-progress"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -70,7 +68,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path: Path) -> None:
         proc.communicate(timeout=10)
         assert proc.returncode == -signal.SIGKILL
         resumed = start(source, mock)
-        out, err = resumed.communicate(timeout=120)
+        _, err = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, err.decode()
         check_all_applied(mock, source)
         patches = mock.api.counters.patches
