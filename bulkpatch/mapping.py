@@ -8,6 +8,7 @@ left out, and the body is then checked against the schema.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from bulkpatch.schema import Schema, validator_for
 
 DEFAULT_PATH = "/api/workload_management/v5/workloads/{workload_id}"
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 
 
 @dataclass(slots=True)
@@ -69,17 +71,22 @@ class PathTemplate:
         if len(set(self.fields)) != len(self.fields):
             raise ConfigError(f"--path {template!r} names a placeholder twice")
 
-    def render(self, values: dict[str, str]) -> str:
+    def render(self, values: list[str]) -> str:
+        """Fill the placeholders, in template order, with ``values`` (encoded here)."""
         out = []
+        at = 0
         for literal, field in self._parts:
             out.append(literal)
             if field is not None:
-                out.append(encode_segment(values[field]))
+                out.append(encode_segment(values[at]))
+                at += 1
         return "".join(out)
 
 
 def encode_segment(value: str) -> str:
     """Percent-encode ``value`` so that it stays exactly one path segment."""
+    if _UNRESERVED(value) and value not in (".", ".."):
+        return value  # the common case (ids, uuids): nothing to encode
     if value in (".", ".."):
         return value.replace(".", "%2E")
     return quote(value, safe="")
@@ -101,6 +108,7 @@ class Mapper:
         self.method = method.upper()
         self.format = fmt
         self._validate: Callable[[dict[str, Any]], dict[str, Any]] = validator_for(schema)
+        self._placeholders = template.fields
         self._path_fields = frozenset(template.fields)
         # CSV columns that nest: "attributes.hostname" -> ("attributes", "hostname")
         self._nested: dict[str, tuple[str, ...]] = {}
@@ -134,23 +142,23 @@ class Mapper:
         fields = record.fields
         if fields is None:
             return Rejected(record.row, record.line, "", "invalid", record.error or "unreadable")
-        path_values: dict[str, str] = {}
+        values: list[str] = []
         missing = None
-        for name in self.template.fields:
+        for name in self._placeholders:
             value = fields.get(name)
-            if value is None or value == "" or isinstance(value, (dict, list)):
-                missing = name
-                path_values[name] = ""
-            else:
-                path_values[name] = value if isinstance(value, str) else _scalar_text(value)
-        key = "/".join(path_values.values())
+            if type(value) is not str:
+                value = "" if value is None or isinstance(value, (dict, list)) else _scalar_text(value)
+            if not value:
+                missing = missing or name
+            values.append(value)
+        key = values[0] if len(values) == 1 else "/".join(values)
         if missing is not None:
             return Rejected(record.row, record.line, key, "invalid", f"missing {missing}")
         if self.format is Format.CSV:
             body = self._csv_body(fields)
         else:
             body = {k: v for k, v in fields.items() if k not in self._path_fields}
-        path = self.template.render(path_values)
+        path = self.template.render(values)
         if not body:
             if self.method in _BODYLESS:
                 return Request(record.row, record.line, key, path, None)

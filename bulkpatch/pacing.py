@@ -66,6 +66,18 @@ class Pacer:
         """Seconds left of a server-requested pause, or 0."""
         return max(0.0, self._pause_until - self._clock())
 
+    def try_acquire(self) -> bool:
+        """Count a request as in flight if it may go right now, without waiting; else False."""
+        if (
+            self._in_use < int(self._limit)
+            and not self._waiters
+            and not self._interval
+            and self._pause_until <= self._clock()
+        ):
+            self._in_use += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait until a request may be sent, then count it as in flight."""
         woken = False

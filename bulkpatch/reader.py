@@ -200,11 +200,14 @@ class InputFile:
                 reason = f"expected {width} columns, found {len(values)}"
                 yield Record(row, start, None, reason, raw)
                 continue
-            try:
-                "".join(values).encode("utf-8")
-            except UnicodeEncodeError:
-                yield Record(row, start, None, "invalid UTF-8", raw)
-                continue
+            joined = "".join(values)
+            if not joined.isascii():
+                # Undecodable bytes were kept as lone surrogates: they cannot be re-encoded.
+                try:
+                    joined.encode("utf-8")
+                except UnicodeEncodeError:
+                    yield Record(row, start, None, "invalid UTF-8", raw)
+                    continue
             yield Record(row, start, dict(zip(header, values, strict=True)), None, raw)
 
     def _read_header(self, reader: Any) -> list[str]:

@@ -73,6 +73,8 @@ class Sender:
         self._wait = wait_retry_after_or_jitter(self.policy)
         #: rows between a failed attempt and their final answer right now
         self.retrying = 0
+        self._static_headers: dict[str, str] | None = None
+        self._static_ready = False
 
     async def send(self, request: Request) -> RowResult:
         started = self._clock()
@@ -123,29 +125,37 @@ class Sender:
         last: Attempt = await retrying(attempt)
         return last, attempts, sent
 
-    async def _attempt(self, url: str, body: bytes | None) -> Attempt:
-        header = await self._auth.header()
-        outcome = await self._request(url, body, header)
-        if outcome.status == 401 and self._auth.renewable:
-            await self._auth.renew(header)
-            again = await self._request(url, body, await self._auth.header())
-            again.sent += outcome.sent
-            return again
-        return outcome
-
-    async def _request(self, url: str, body: bytes | None, authorization: str | None) -> Attempt:
+    async def _attempt(self, url: str, body: bytes | None, renewed: bool = False) -> Attempt:
+        auth = self._auth
+        if auth.renewable:
+            header = await auth.header()
+            headers = {"Authorization": header} if header else None
+        else:
+            # A fixed header: built once, and no await per request.
+            if not self._static_ready:
+                header = await auth.header()
+                self._static_headers = {"Authorization": header} if header else None
+                self._static_ready = True
+            headers = self._static_headers
         pacer = self._pacer
-        await pacer.acquire()
-        headers = {"Authorization": authorization} if authorization else None
+        if not pacer.try_acquire():
+            await pacer.acquire()
         try:
             response = await self._transport.send(self._method, url, body, headers)
         except TransportError as exc:
             pacer.release()
             return Attempt(None, str(exc), None, True, 1)
         status = response.status
-        pacer.release(overloaded=status in OVERLOAD_STATUSES, ok=200 <= status < 300)
         if 200 <= status < 300:
+            pacer.release(ok=True)
             return Attempt(status, None, None, False, 1)
+        pacer.release(overloaded=status in OVERLOAD_STATUSES)
+        if status == 401 and auth.renewable and not renewed:
+            # The token expired or was revoked: renew it and resend, without spending an attempt.
+            await auth.renew(headers["Authorization"] if headers else None)
+            again = await self._attempt(url, body, renewed=True)
+            again.sent += 1
+            return again
         retry_after = parse_retry_after(response.retry_after)
         if retry_after is not None:
             retry_after = min(retry_after, self.policy.retry_after_cap)

@@ -7,11 +7,13 @@ else, so tests can swap in a fake transport and run without sockets.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from bulkpatch.errors import TransportError
@@ -68,15 +70,21 @@ class AiohttpTransport:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self, url: URL) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300)
+        # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are looked up once here: with
+        # trust_env=True aiohttp would look them, and ~/.netrc, up in a thread on every request.
+        proxy, proxy_auth = None, None
+        with contextlib.suppress(LookupError):
+            proxy, proxy_auth = get_env_proxy_for_url(url)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
             headers=self._headers,
-            auto_decompress=True,
             raise_for_status=False,
-            trust_env=True,
+            trust_env=False,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
         )
         return self._session
 
@@ -87,10 +95,11 @@ class AiohttpTransport:
         body: bytes | None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        session = self._session or self._open()
+        target = URL(url, encoded=True)
+        session = self._session or self._open(target)
         try:
             async with session.request(
-                method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+                method, target, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 content = await resp.read()
                 return Response(resp.status, resp.headers.get("Retry-After"), content[:BODY_KEEP])
