@@ -133,3 +133,26 @@ def test_bad_arguments() -> None:
         AiohttpTransport(limit=0, timeout=1)
     with pytest.raises(ValueError, match="timeout"):
         AiohttpTransport(limit=1, timeout=0)
+
+
+async def test_timeout_does_not_swallow_an_outside_cancel(server: str) -> None:
+    transport = AiohttpTransport(limit=1, timeout=0.2)
+    try:
+        task = asyncio.ensure_future(transport.send("PATCH", f"{server}/slow", b"{}"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await transport.close()
+
+
+async def test_connection_is_reusable_after_a_timeout(server: str) -> None:
+    transport = AiohttpTransport(limit=1, timeout=0.2)
+    try:
+        with pytest.raises(TransportError):
+            await transport.send("PATCH", f"{server}/slow", b"{}")
+        resp = await transport.send("PATCH", f"{server}/ok/x", b"{}")
+    finally:
+        await transport.close()
+    assert resp.status == 200
