@@ -15,6 +15,9 @@ from bulkpatch.errors import TransportError
 from bulkpatch.transport import BODY_KEEP, AiohttpTransport
 
 
+SLOW_ENTERED = asyncio.Event()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
     async def ok(request: web.Request) -> web.Response:
@@ -26,6 +29,7 @@ async def server() -> AsyncIterator[str]:
     release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:
+        SLOW_ENTERED.set()
         await release.wait()
         return web.Response(status=204)
 
@@ -138,8 +142,9 @@ def test_bad_arguments() -> None:
 async def test_timeout_does_not_swallow_an_outside_cancel(server: str) -> None:
     transport = AiohttpTransport(limit=1, timeout=0.2)
     try:
+        SLOW_ENTERED.clear()
         task = asyncio.ensure_future(transport.send("PATCH", f"{server}/slow", b"{}"))
-        await asyncio.sleep(0.05)
+        await SLOW_ENTERED.wait()  # the request is in flight
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
