@@ -7,6 +7,7 @@ Everything raised on purpose derives from one root::
     │   └── LedgerMismatch the ledger belongs to another input or path template
     ├── AuthError          the token endpoint refused or failed: exit 2
     ├── InputError         the input file broke off mid-way (truncated gzip, I/O error): exit 1
+    ├── LedgerError        the ledger cannot be written (disk full): the run stops, exit 1
     └── TransportError     one HTTP attempt failed below HTTP (connect, timeout, dropped)
 
 Row-level problems (a bad CSV record, a failed validation) are not exceptions to the caller:
@@ -34,6 +35,10 @@ class AuthError(BulkPatchError):
 
 class InputError(BulkPatchError):
     """The input could not be read past some row; the rows before it were processed."""
+
+
+class LedgerError(BulkPatchError):
+    """The ledger could not be written; the run stopped so that no outcome goes unrecorded."""
 
 
 class TransportError(BulkPatchError):

@@ -10,10 +10,12 @@ line, left by a crash mid-write, is skipped on reading and fenced off before the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bulkpatch.errors import ConfigError, LedgerMismatch
+from bulkpatch.errors import ConfigError, LedgerError, LedgerMismatch
 
 LEDGER_VERSION = 1
 _HEAD_BYTES = 1 << 20
@@ -169,13 +171,17 @@ class LedgerWriter:
         self._max_buffer = max_buffer
         self._buffer: list[bytes] = []
         self._scheduled = False
+        #: why the ledger can no longer be written, once it cannot
+        self.error: LedgerError | None = None
+        #: called once when a write fails (the run stops on it)
+        self.on_error: Callable[[LedgerError], None] | None = None
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot open ledger {str(path)!r}: {exc.strerror}") from None
         # A crash mid-write can leave a torn last line: start ours on a fresh one.
         size = os.fstat(self._fd).st_size
-        if size:
+        if size and stat.S_ISREG(os.fstat(self._fd).st_mode):
             with open(self.path, "rb") as f:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
@@ -201,21 +207,31 @@ class LedgerWriter:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Hand the buffered records to the OS. A failure (disk full) is kept in ``error``,
+        reported to ``on_error``, and every later write is refused: a ledger with a hole in the
+        middle would claim rows that it lost."""
         self._scheduled = False
-        if not self._buffer:
+        if not self._buffer or self.error is not None:
             return
         data = b"\n".join(self._buffer) + b"\n"
         self._buffer.clear()
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.error = LedgerError(f"cannot write ledger {self.path}: {exc.strerror}")
+            if self.on_error is not None:
+                self.on_error(self.error)
 
     def close(self) -> None:
         if self._fd < 0:
             return
         self.flush()
-        os.fsync(self._fd)
+        if stat.S_ISREG(os.fstat(self._fd).st_mode):
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
 

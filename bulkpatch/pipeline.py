@@ -138,6 +138,9 @@ class Run:
                 "method": options.method.upper(),
             }
             writer, index = open_ledger(options.ledger_path, binding)
+            if writer.error is not None:
+                raise writer.error
+            writer.on_error = self._ledger_failed
             auth = self._auth(transport)
             await auth.header()  # a bad secret stops the run here, before any row is sent
             self.pacer = Pacer(
@@ -321,6 +324,10 @@ class Run:
                 on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
             )
         return NoAuth()
+
+    def _ledger_failed(self, error: BaseException) -> None:
+        self._fatal = error
+        self.stop()
 
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
         if self._events is not None:

@@ -104,3 +104,23 @@ async def test_records_reach_the_file_within_one_loop_turn(tmp_path: Path) -> No
     await asyncio.sleep(0)
     assert len(lines(path)) == 1  # ...and handed to the OS on the next turn, no close needed
     writer.close()
+
+
+def test_a_failed_write_is_reported_once_and_later_writes_refused(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "l.jsonl"
+    writer = LedgerWriter(path)
+    errors: list[Exception] = []
+    writer.on_error = errors.append
+    writer.write(RowResult(1, 2, "a", Status.OK))
+    # The disk "fills up": the ledger's descriptor now refuses writes.
+    read_only = os.open(path, os.O_RDONLY)
+    os.dup2(read_only, writer._fd)
+    os.close(read_only)
+    writer.write(RowResult(2, 3, "b", Status.OK))
+    writer.write(RowResult(3, 4, "c", Status.OK))
+    assert len(errors) == 1 and "cannot write ledger" in str(errors[0])
+    assert writer.error is errors[0]
+    writer.close()
+    assert [r["row"] for r in lines(path)] == [1]

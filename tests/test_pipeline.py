@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
-from bulkpatch.errors import AuthError, ConfigError, LedgerMismatch, TransportError
+from bulkpatch.errors import AuthError, ConfigError, LedgerError, LedgerMismatch, TransportError
 from bulkpatch.ledger import LedgerIndex, Status, iter_records
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run, dry_run
@@ -201,3 +201,13 @@ def test_dry_run_sends_nothing_and_samples_requests(tmp_path: Path) -> None:
     assert found.tally.by_status[Status.OK] == 10 and found.tally.by_status[Status.INVALID] == 1
     assert [s[1] for s in found.samples] == [f"/api/workload_management/v5/workloads/w{i}" for i in (1, 2, 3)]
     assert not Path(f"{path}.ledger.jsonl").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+async def test_a_ledger_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 20)
+    transport = FakeTransport(ok)
+    with pytest.raises(LedgerError, match="No space left on device"):
+        await run(options(path, ledger="/dev/full"), transport)
+    assert transport.calls == []
+
