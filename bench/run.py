@@ -1,8 +1,8 @@
 """bulkpatch against a hand-written aiohttp script, on one machine, in one run.
 
-    python bench/run.py                 # 20k and 200k rows, 3 rounds each
+    python bench/run.py                 # 20k and 200k rows, 5 rounds each
     python bench/run.py --huge          # also 1M rows (peak RSS)
-    python bench/run.py --rounds 5
+    python bench/run.py --rounds 3
 
 Starts a fast 204 server on 127.0.0.1 (nginx when it is installed, else bench/server.py in its
 own process, and says which), generates inputs, then measures, alternating the contenders and
@@ -131,8 +131,8 @@ def measure(command: list[str]) -> tuple[str, float, float]:
         return out.read().decode(), wall, usage.ru_maxrss / 1024.0
 
 
-def run_naive(source: Path, base: str) -> Sample:
-    out, wall, rss = measure([sys.executable, str(HERE / "naive.py"), str(source), base, str(CONCURRENCY)])
+def run_script(script: str, source: Path, base: str) -> Sample:
+    out, wall, rss = measure([sys.executable, str(HERE / script), str(source), base, str(CONCURRENCY)])
     data = json.loads(out)
     assert data["ok"] == data["rows"], data
     return Sample(data["rows"] / data["elapsed"], wall, rss)
@@ -172,7 +172,7 @@ def median(samples: list[Sample]) -> Sample:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--huge", action="store_true", help="also measure peak RSS at 1M rows")
     parser.add_argument("--python-server", action="store_true", help="use bench/server.py even if nginx is installed")
     args = parser.parse_args()
@@ -197,25 +197,33 @@ def main() -> None:
         server = nginx_server(work) if use_nginx else python_server()
         with server as base:
             naive: list[Sample] = []
+            tuned: list[Sample] = []
             ours: list[Sample] = []
             no_ledger: list[Sample] = []
             for _ in range(args.rounds):
-                naive.append(run_naive(small, base))
+                naive.append(run_script("naive.py", small, base))
                 ours.append(run_bulkpatch(small, base))
+                tuned.append(run_script("tuned.py", small, base))
                 no_ledger.append(run_bulkpatch(small, base, ledger=os.devnull))
-            naive_big = median([run_naive(large, base) for _ in range(args.rounds)])
+            naive_big = median([run_script("naive.py", large, base) for _ in range(args.rounds)])
             ours_big = median([run_bulkpatch(large, base) for _ in range(args.rounds)])
             huge = None
             if args.huge:
                 huge = run_bulkpatch(make_input(work / "rows-1m.csv", 1_000_000), base)
         with python_server(delay_ms=20) as slow_base:
             latency_rows = make_input(work / "rows-10k.csv", 10_000)
-            latency = median([run_bulkpatch(latency_rows, slow_base) for _ in range(args.rounds)])
+            latency_ours: list[Sample] = []
+            latency_tuned: list[Sample] = []
+            for _ in range(args.rounds):
+                latency_ours.append(run_bulkpatch(latency_rows, slow_base))
+                latency_tuned.append(run_script("tuned.py", latency_rows, slow_base))
+            latency, latency_ref = median(latency_ours), median(latency_tuned)
 
     n, o, nl = median(naive), median(ours), median(no_ledger)
     ceiling = CONCURRENCY / 0.020
     rows = [
         ("20k rows, naive script", n),
+        ("20k rows, hand-tuned pool (reference)", median(tuned)),
         ("20k rows, bulkpatch", o),
         ("20k rows, bulkpatch --ledger /dev/null", nl),
         ("200k rows, naive script", naive_big),
@@ -223,6 +231,7 @@ def main() -> None:
     ]
     if huge is not None:
         rows.append(("1M rows, bulkpatch (one round)", huge))
+    rows.append(("10k rows, 20 ms server, hand-tuned pool", latency_ref))
     rows.append(("10k rows, 20 ms server, bulkpatch", latency))
     print(f"\n{'case':<42} {'rows/s':>9} {'wall s':>8} {'peak RSS MB':>12}")
     for name, s in rows:
@@ -230,7 +239,10 @@ def main() -> None:
     print(f"\nthroughput, bulkpatch / naive at 20k rows: {o.rows_per_s / n.rows_per_s:.2f}x")
     print(f"ledger cost at 20k rows: {(1 - o.rows_per_s / nl.rows_per_s) * 100:.1f}% of throughput")
     print(f"peak RSS 200k - 20k rows: {ours_big.rss_mb - o.rss_mb:+.1f} MB (naive: {naive_big.rss_mb - n.rss_mb:+.1f} MB)")
-    print(f"latency-bound: {latency.rows_per_s:,.0f} rows/s = {latency.rows_per_s / ceiling:.0%} of the {ceiling:,.0f} ceiling")
+    print(
+        f"latency-bound: {latency.rows_per_s:,.0f} rows/s = {latency.rows_per_s / ceiling:.0%} of the"
+        f" {ceiling:,.0f} ceiling (hand-tuned pool: {latency_ref.rows_per_s / ceiling:.0%})"
+    )
     results.update(
         {name: vars(s) for name, s in rows}
         | {"ratio_20k": o.rows_per_s / n.rows_per_s, "rounds": args.rounds}
