@@ -171,10 +171,14 @@ def median(samples: list[Sample]) -> Sample:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--huge", action="store_true", help="also measure peak RSS at 1M rows")
-    parser.add_argument("--python-server", action="store_true", help="use bench/server.py even if nginx is installed")
+    parser.add_argument(
+        "--python-server", action="store_true", help="use bench/server.py even if nginx is installed"
+    )
     args = parser.parse_args()
 
     use_nginx = shutil.which("nginx") is not None and not args.python_server
@@ -238,7 +242,10 @@ def main() -> None:
         print(f"{name:<42} {s.rows_per_s:>9,.0f} {s.wall_s:>8.2f} {s.rss_mb:>12.1f}")
     print(f"\nthroughput, bulkpatch / naive at 20k rows: {o.rows_per_s / n.rows_per_s:.2f}x")
     print(f"ledger cost at 20k rows: {(1 - o.rows_per_s / nl.rows_per_s) * 100:.1f}% of throughput")
-    print(f"peak RSS 200k - 20k rows: {ours_big.rss_mb - o.rss_mb:+.1f} MB (naive: {naive_big.rss_mb - n.rss_mb:+.1f} MB)")
+    print(
+        f"peak RSS 200k - 20k rows: {ours_big.rss_mb - o.rss_mb:+.1f} MB"
+        f" (naive: {naive_big.rss_mb - n.rss_mb:+.1f} MB)"
+    )
     print(
         f"latency-bound: {latency.rows_per_s:,.0f} rows/s = {latency.rows_per_s / ceiling:.0%} of the"
         f" {ceiling:,.0f} ceiling (hand-tuned pool: {latency_ref.rows_per_s / ceiling:.0%})"

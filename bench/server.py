@@ -51,7 +51,9 @@ async def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Protocol(args.delay_ms / 1000), "127.0.0.1", args.port, backlog=1024)
+    server = await loop.create_server(
+        lambda: Protocol(args.delay_ms / 1000), "127.0.0.1", args.port, backlog=1024
+    )
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

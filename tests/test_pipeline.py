@@ -210,4 +210,3 @@ async def test_a_ledger_that_cannot_be_written_stops_the_run(tmp_path: Path) -> 
     with pytest.raises(LedgerError, match="No space left on device"):
         await run(options(path, ledger="/dev/full"), transport)
     assert transport.calls == []
-

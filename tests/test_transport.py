@@ -14,7 +14,6 @@ from fakes import CompatResponse
 from bulkpatch.errors import TransportError
 from bulkpatch.transport import BODY_KEEP, AiohttpTransport
 
-
 SLOW_ENTERED = asyncio.Event()
 
 

@@ -77,6 +77,8 @@ class Counters:
     token_requests: int = 0
     dropped: int = 0
     requests: int = 0
+    #: monotonic arrival times of the latest API requests (for rate checks)
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +131,7 @@ class MockApi:
         r.add_get(f"{API}/workloads/{{workload_id}}", self.get_workload)
         r.add_patch(f"{API}/workloads/{{workload_id}}", self.patch_workload)
         r.add_get("/__mock__/stats", self.stats)
+        r.add_get("/__mock__/arrivals", self.arrivals)
         r.add_post("/__mock__/reset", self.reset)
         self.app.on_shutdown.append(self._save)
 
@@ -140,6 +143,7 @@ class MockApi:
         if not request.path.startswith(API):
             return await handler(request)
         self.counters.requests += 1
+        self.counters.arrivals.append(time.monotonic())
         response = await self._api_call(request, handler)
         self.counters.by_status[response.status] += 1
         return response
@@ -303,6 +307,10 @@ class MockApi:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.counters.as_dict()), content_type="application/json")
+
+    async def arrivals(self, request: web.Request) -> web.Response:
+        """Monotonic arrival times of the latest API requests, oldest first."""
+        return web.Response(body=orjson.dumps(list(self.counters.arrivals)), content_type="application/json")
 
     async def reset(self, request: web.Request) -> web.Response:
         self.counters = Counters()
