@@ -19,7 +19,7 @@ from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.transport import Transport
 
-DEMO_ROWS = 200
+DEMO_ROWS = 1000
 CSV_COLUMNS = ["workload_id", "name", "attributes.site", "attributes.owner", "enabled"]
 _OWNERS = ["it-ops", "finance-it", "sre", "desktop-support"]
 
@@ -32,7 +32,7 @@ def demo_mock_config() -> MockConfig:
         latency_jitter_ms=25,
         error_rate=0.03,
         drop_rate=0.01,
-        rate_limit=250,
+        rate_limit=400,
         retry_after=1,
         token_lifetime=3600,
     )

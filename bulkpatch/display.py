@@ -154,8 +154,8 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     console.print(table)
     rate = sent_rows / result.elapsed if result.elapsed > 0 else 0.0
     console.print(
-        f"requests sent: {tally.attempts:,} for {sent_rows:,} rows ({rate:,.0f} rows/s);"
-        f" already done before this run: {result.already_done:,}"
+        f"requests sent: {tally.attempts:,} for {sent_rows:,} rows ({rate:,.0f} rows/s,"
+        f" {tally.attempts - sent_rows:,} resent); already done before this run: {result.already_done:,}"
     )
     if tally.by_http_status:
         codes = ", ".join(f"{code}: {n:,}" for code, n in sorted(tally.by_http_status.items()))

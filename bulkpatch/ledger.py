@@ -238,7 +238,8 @@ class LedgerWriter:
 
 def open_ledger(path: str | os.PathLike[str], binding: dict[str, Any]) -> tuple[LedgerWriter, LedgerIndex]:
     """Open a ledger for a run: check that it belongs to ``binding``, or start it with a header."""
-    index = LedgerIndex.load(path) if os.path.exists(path) else LedgerIndex()
+    # Only a regular file can be resumed from (/dev/null, a pipe or a device cannot).
+    index = LedgerIndex.load(path) if os.path.isfile(path) else LedgerIndex()
     header = index.header
     if header is not None:
         _check_binding(str(path), header, binding)

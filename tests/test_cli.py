@@ -177,5 +177,5 @@ def test_hostile_ids_stay_inside_one_segment(tmp_path: Path) -> None:
 def test_demo_exits_0_and_verifies(tmp_path: Path) -> None:
     result = invoke("demo", "--workdir", str(tmp_path), "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "verified through GET: all 200 workloads carry the new values" in result.output
+    assert "verified through GET: all 1000 workloads carry the new values" in result.output
     assert "demo-secret" not in result.output

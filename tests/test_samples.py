@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bulkpatch.demo import migration_csv, migration_jsonl
+from bulkpatch.demo import DEMO_ROWS, migration_csv, migration_jsonl
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import dry_run
 
@@ -17,7 +17,7 @@ def test_bundled_samples_are_the_demo_migration() -> None:
 def test_samples_validate() -> None:
     for name in ("workloads.csv", "workloads.jsonl"):
         found = dry_run(RunOptions(input=str(SAMPLES / name), dry_run=True))
-        assert found.tally.total == 200 and found.tally.bad == 0
+        assert found.tally.total == DEMO_ROWS and found.tally.bad == 0
 
 
 def test_bad_rows_sample_shows_each_kind_of_problem() -> None:
