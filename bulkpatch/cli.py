@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sys
 import tempfile
@@ -230,6 +231,9 @@ def run(
     err = Console(stderr=True, highlight=False)
     live = err.is_terminal if progress is None else progress
     command = ["bulkpatch", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["bulkpatch", "run", input]
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
+    # sweeps, which otherwise rescan it all on every full collection (~2% of throughput).
+    gc.freeze()
     with _event_log(log_json) as events:
         result = run_async(_run_with_progress(Run(options, events=events), err, live=live, quiet=quiet))
     from bulkpatch.display import print_summary

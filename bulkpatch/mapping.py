@@ -70,9 +70,19 @@ class PathTemplate:
         self.fields: tuple[str, ...] = tuple(f for _, f in self._parts if f is not None)
         if len(set(self.fields)) != len(self.fields):
             raise ConfigError(f"--path {template!r} names a placeholder twice")
+        # The common one-placeholder template renders as prefix + value + suffix.
+        self._around: tuple[str, str] | None = None
+        if len(self.fields) == 1:
+            at = next(i for i, (_, f) in enumerate(self._parts) if f is not None)
+            self._around = (
+                "".join(lit for lit, _ in self._parts[: at + 1]),
+                "".join(lit for lit, _ in self._parts[at + 1 :]),
+            )
 
     def render(self, values: list[str]) -> str:
         """Fill the placeholders, in template order, with ``values`` (encoded here)."""
+        if self._around is not None:
+            return self._around[0] + encode_segment(values[0]) + self._around[1]
         out = []
         at = 0
         for literal, field in self._parts:
