@@ -133,6 +133,8 @@ class Progress:
             text.append(f"  retrying {run.retrying:,}", style="yellow")
         if pacer is not None:
             text.append(f"  concurrency {pacer.limit}/{pacer.max_limit}")
+            if pacer.rate is not None:
+                text.append(f"  rate ≤{pacer.rate:,.0f}/s")
         if run.stopping:
             text.append("  stopping…", style="yellow")
         return text

@@ -147,7 +147,7 @@ class Run:
                 options.concurrency,
                 rate=options.rate,
                 sleep=self._sleep,
-                on_limit_change=self._limit_changed,
+                on_change=self._pace_changed,
             )
             self.sender = sender = Sender(
                 transport,
@@ -346,8 +346,8 @@ class Run:
             },
         )
 
-    def _limit_changed(self, limit: int, why: str) -> None:
-        self._emit("concurrency_changed", {"limit": limit, "reason": why})
+    def _pace_changed(self, what: str, value: int, why: str) -> None:
+        self._emit(f"{what}_changed", {"value": value, "reason": why})
 
 
 def dry_run(options: RunOptions, *, samples: int = 5) -> DryRunResult:

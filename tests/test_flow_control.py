@@ -53,6 +53,6 @@ async def test_429s_pause_everyone_and_shrink_concurrency(tmp_path: Path) -> Non
     assert result.state[Status.OK] == rows
     # Each burst of 429s costs about one in-flight window, not a retry storm.
     assert statuses[429] <= 0.15 * (statuses[429] + statuses[204])
-    limits = [f["limit"] for e, f in events if e == "concurrency_changed"]
+    limits = [f["value"] for e, f in events if e == "concurrency_changed"]
     assert limits and limits[0] == 32
     assert any(e == "retry_scheduled" and f["retry_after"] == 1.0 for e, f in events)

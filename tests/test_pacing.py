@@ -45,7 +45,12 @@ async def test_rate_cap_shared_by_concurrent_workers() -> None:
 async def test_concurrency_limit_halves_on_overload_and_recovers() -> None:
     clock = FakeClock()
     changes: list[int] = []
-    pacer = Pacer(16, clock=clock, sleep=clock.sleep, on_limit_change=lambda n, why: changes.append(n))
+    pacer = Pacer(
+        16,
+        clock=clock,
+        sleep=clock.sleep,
+        on_change=lambda what, n, why: changes.append(n) if what == "concurrency" else None,
+    )
     await pacer.acquire()
     pacer.release(overloaded=True)
     assert pacer.limit == 8
@@ -98,3 +103,38 @@ def test_bad_arguments() -> None:
         Pacer(0)
     with pytest.raises(ValueError, match="rate"):
         Pacer(1, rate=0)
+
+
+async def test_overload_learns_a_rate_and_probes_upward() -> None:
+    clock = FakeClock()
+    changes: list[tuple[str, int]] = []
+    pacer = Pacer(64, clock=clock, sleep=clock.sleep, on_change=lambda w, n, _: changes.append((w, n)))
+    assert pacer.rate is None
+    for _ in range(100):  # 100 successes in the first second...
+        await pacer.acquire()
+        pacer.release(ok=True)
+    clock.now += 1.0
+    await pacer.acquire()
+    pacer.release(ok=True)  # ...and the 101st closes that window
+    await pacer.acquire()
+    pacer.release(overloaded=True)  # then the server pushes back
+    assert pacer.rate == pytest.approx(0.9 * 101)
+    assert ("rate", 90) in changes
+    clock.now += 1.5
+    await pacer.acquire()
+    pacer.release(ok=True)  # a quiet second: the rate goes up by 5% (well below 101/s)
+    assert pacer.rate == pytest.approx(0.9 * 101 * 1.05)
+    clock.now += 1.5
+    await pacer.acquire()
+    pacer.release(overloaded=True)  # refused again: 90% of the rate just refused
+    assert pacer.rate == pytest.approx(0.9 * 0.9 * 101 * 1.05)
+
+
+async def test_learned_rate_never_exceeds_the_users_rate() -> None:
+    clock = FakeClock()
+    pacer = Pacer(8, rate=50, clock=clock, sleep=clock.sleep)
+    for _ in range(200):
+        await pacer.acquire()
+        pacer.release(ok=True)
+    pacer.release(overloaded=True)
+    assert pacer.rate is not None and pacer.rate <= 50
