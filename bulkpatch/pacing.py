@@ -11,8 +11,8 @@ Three separate meters that every attempt passes through, in this order:
   "theoretical arrival time" that advances by ``1/rate``; a request may go when it is no more
   than ``burst`` slots early. It needs one number of state and no background task.
 
-  Concurrency alone does not slow a fast server's client down to that server's rate limit, so an
-  overload also sets a *learned* rate: 90% of the rate that overloaded the server (at first, the
+  Concurrency alone does not slow a fast server's client down to that server's rate limit, so a
+  429 also sets a *learned* rate: 90% of the rate that overloaded the server (at first, the
   successes counted in the last second). Each second without overload raises it by 5%, up to
   97% of the refused rate; only after 30 quiet seconds does it probe beyond, by 0.5% a second.
   Each rejection may pause everyone for a ``Retry-After``, so probing stays rare.
@@ -69,6 +69,7 @@ class Pacer:
         self._tat = 0.0
         self._pause_until = 0.0
         self._last_decrease = -1e18
+        self._last_rate_cut = -1e18
         self._clock = clock
         self._sleep = sleep
         #: called with ("concurrency" or "rate", new value, why) when either changes
@@ -143,8 +144,9 @@ class Pacer:
             if wait > 0:
                 await self._sleep(wait)
 
-    def release(self, *, overloaded: bool = False, ok: bool = False) -> None:
-        """Count a request as finished; ``overloaded`` for 429/503, ``ok`` for a success."""
+    def release(self, *, ok: bool = False, overloaded: bool = False, rate_limited: bool = False) -> None:
+        """Count a request as finished: ``ok`` for a success, ``overloaded`` for a 503 or 429,
+        ``rate_limited`` (as well) for a 429."""
         self._in_use -= 1
         if self._adaptive:
             if ok:
@@ -152,13 +154,17 @@ class Pacer:
                 now = self._clock()
                 if now - self._window_start >= 1.0:
                     self._next_window(now)
-            if overloaded:
-                self._decrease()
-            elif ok and self._limit < self.max_limit:
-                before = int(self._limit)
-                self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
-                if int(self._limit) != before:
-                    self._changed("concurrency", self._limit, "raised after successes")
+                if self._limit < self.max_limit:
+                    before = int(self._limit)
+                    self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
+                    if int(self._limit) != before:
+                        self._changed("concurrency", self._limit, "raised after successes")
+            elif overloaded or rate_limited:
+                now = self._clock()
+                if rate_limited and now - self._last_rate_cut >= self._cooldown:
+                    self._cut_rate(now)
+                if now - self._last_decrease >= self._cooldown:
+                    self._halve_concurrency(now)
         self._wake()
 
     def pause(self, seconds: float) -> None:
@@ -170,31 +176,31 @@ class Pacer:
         self._window_ok = 0
         self._window_start = now
         learned = self._learned_rate
-        if learned is None or now - self._last_decrease < self._cooldown:
+        if learned is None or now - self._last_rate_cut < self._cooldown:
             return
         near = 0.97 * self._overload_rate
         if learned < near:
             learned = min(learned * 1.05, near)
-        elif now - self._last_decrease >= _PROBE_AFTER:
+        elif now - self._last_rate_cut >= _PROBE_AFTER:
             learned *= 1.005  # long quiet: the server may take more now
         else:
             return
         self._learned_rate = learned
         self._set_rate(learned)
-        self._changed("rate", learned, "raised after a second without overload")
+        self._changed("rate", learned, "raised after a second without 429")
 
-    def _decrease(self) -> None:
-        now = self._clock()
-        if now - self._last_decrease < self._cooldown:
-            return
-        self._last_decrease = now
+    def _cut_rate(self, now: float) -> None:
+        self._last_rate_cut = now
         # The rate the server just refused: the learned one, or at first what succeeded lately.
-        overloaded_at = self._learned_rate or max(self._last_window_ok, self._window_ok)
-        if overloaded_at >= 1:
-            self._overload_rate = overloaded_at
-            self._learned_rate = 0.9 * overloaded_at
+        refused = self._learned_rate or max(self._last_window_ok, self._window_ok)
+        if refused >= 1:
+            self._overload_rate = refused
+            self._learned_rate = 0.9 * refused
             self._set_rate(self._learned_rate)
             self._changed("rate", self._learned_rate, "set to 90% of the rate the server refused")
+
+    def _halve_concurrency(self, now: float) -> None:
+        self._last_decrease = now
         before = int(self._limit)
         self._limit = max(1.0, self._limit / 2)
         if int(self._limit) != before:

@@ -149,7 +149,7 @@ class Sender:
         if 200 <= status < 300:
             pacer.release(ok=True)
             return Attempt(status, None, None, False, 1)
-        pacer.release(overloaded=status in OVERLOAD_STATUSES)
+        pacer.release(overloaded=status in OVERLOAD_STATUSES, rate_limited=status == 429)
         if status == 401 and auth.renewable and not renewed:
             # The token expired or was revoked: renew it and resend, without spending an attempt.
             await auth.renew(headers["Authorization"] if headers else None)

@@ -117,7 +117,10 @@ async def test_overload_learns_a_rate_and_probes_upward() -> None:
     await pacer.acquire()
     pacer.release(ok=True)  # ...and the 101st closes that window
     await pacer.acquire()
-    pacer.release(overloaded=True)  # then the server pushes back
+    pacer.release(overloaded=True)  # a 503: fewer at once, but no rate learned from it
+    assert pacer.rate is None and pacer.limit == 32
+    await pacer.acquire()
+    pacer.release(rate_limited=True)  # a 429: the server pushes back
     assert pacer.rate == pytest.approx(0.9 * 101)
     assert ("rate", 90) in changes
     clock.now += 1.5
@@ -126,7 +129,7 @@ async def test_overload_learns_a_rate_and_probes_upward() -> None:
     assert pacer.rate == pytest.approx(0.9 * 101 * 1.05)
     clock.now += 1.5
     await pacer.acquire()
-    pacer.release(overloaded=True)  # refused again: 90% of the rate just refused
+    pacer.release(rate_limited=True)  # refused again: 90% of the rate just refused
     assert pacer.rate == pytest.approx(0.9 * 0.9 * 101 * 1.05)
 
 
@@ -136,5 +139,5 @@ async def test_learned_rate_never_exceeds_the_users_rate() -> None:
     for _ in range(200):
         await pacer.acquire()
         pacer.release(ok=True)
-    pacer.release(overloaded=True)
+    pacer.release(rate_limited=True)
     assert pacer.rate is not None and pacer.rate <= 50
