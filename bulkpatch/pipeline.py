@@ -217,7 +217,8 @@ class Run:
         installed = []
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+                # Not in the main thread (or not on Unix): no signal handling, and that is fine.
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, on_signal)
                     installed.append(sig)
         try:

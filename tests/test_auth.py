@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,35 @@ async def test_wrong_secret_is_one_clear_error_without_the_secret() -> None:
 
 def test_bearer_token_is_hidden_in_repr() -> None:
     assert "abc" not in repr(BearerToken("abc"))
+
+
+async def test_a_run_outlives_several_token_lifetimes(tmp_path: Path) -> None:
+    from bulkpatch.ledger import Status
+    from bulkpatch.mock.store import sample_workloads
+    from bulkpatch.options import RunOptions
+    from bulkpatch.pipeline import Run
+
+    rows = 480
+    source = tmp_path / "fleet.csv"
+    source.write_text(
+        "workload_id,name\n" + "".join(f"{w['id']},n{i}\n" for i, w in enumerate(sample_workloads(rows)))
+    )
+    config = MockConfig(
+        client_id="cid", client_secret="s3cret-77", token_lifetime=2.0, latency_ms=40, workloads=rows
+    )
+    events: list[str] = []
+    async with MockServer(config) as server:
+        options = RunOptions(
+            input=str(source), base_url=server.url, concurrency=3, client_id="cid", client_secret="s3cret-77"
+        )
+        started = time.monotonic()
+        result = await Run(options, events=lambda e, f: events.append(e)).execute()
+        elapsed = time.monotonic() - started
+        counters = server.api.counters
+    assert elapsed > 3 * 2.0  # several token lifetimes
+    assert result.state[Status.OK] == rows
+    # Renewed ahead of expiry, once per lifetime or so; never once per request.
+    assert 3 <= counters.tokens_issued <= elapsed / 1.5 + 2
+    assert counters.token_requests == counters.tokens_issued
+    assert events.count("token_renewed") == counters.tokens_issued
+    assert "s3cret-77" not in source.with_suffix(".csv.ledger.jsonl").read_text()
