@@ -322,7 +322,11 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_type != "application/json":
         return error(415, "UnsupportedMediaType", "Content-Type must be application/json")
     try:
-        body = orjson.loads(await request.read())
+        raw = await request.read()
+    except ConnectionResetError:
+        return web.Response(status=499)  # the client went away mid-body: nothing to answer
+    try:
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return error(400, "BadRequest", "the body is not valid JSON")
     if not isinstance(body, dict):
