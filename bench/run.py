@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = 64
@@ -67,7 +68,18 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def nginx_server(workdir: Path) -> Iterator[str]:
+def serving(command: list[str], port: int) -> Iterator[str]:
+    """Run a server process for the duration of the block; yield its base URL."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def nginx_server(workdir: Path) -> Any:
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(
@@ -83,26 +95,12 @@ http {{
 }}
 """
     )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return serving(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"], port)
 
 
-@contextmanager
-def python_server(delay_ms: float = 0.0) -> Iterator[str]:
+def python_server(delay_ms: float = 0.0) -> Any:
     port = free_port()
-    command = [sys.executable, str(HERE / "server.py"), str(port), "--delay-ms", str(delay_ms)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return serving([sys.executable, str(HERE / "server.py"), str(port), "--delay-ms", str(delay_ms)], port)
 
 
 def make_input(path: Path, rows: int) -> Path:

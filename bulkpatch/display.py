@@ -12,6 +12,7 @@ import os
 import shlex
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -159,16 +160,7 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         f"requests sent: {tally.attempts:,} for {sent_rows:,} rows ({rate:,.0f} rows/s,"
         f" {tally.attempts - sent_rows:,} resent); already done before this run: {result.already_done:,}"
     )
-    if tally.by_http_status:
-        codes = ", ".join(f"{code}: {n:,}" for code, n in sorted(tally.by_http_status.items()))
-        console.print(f"final HTTP statuses: {codes}")
-    latency = _latency(tally)
-    if latency:
-        console.print(f"row latency: {latency}")
-    if tally.errors:
-        console.print("most common errors:")
-        for error, n in tally.errors.most_common(5):
-            console.print(f"  {n:>8,}  {error}", highlight=False, markup=False)
+    _print_details(console, tally)
     console.print(f"ledger: {result.ledger_path}", highlight=False)
     if result.interrupted:
         console.print(f"resume with: {_shell(command)}", highlight=False, markup=False)
@@ -176,8 +168,9 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         retry = [*command, "--retry-failed"] if "--retry-failed" not in command else command
         console.print(f"retry failed rows: {_shell(retry)}", highlight=False, markup=False)
     if state[Status.FAILED] or state[Status.INVALID]:
+        fix = "fix" + _extension(result.input)
         console.print(
-            f"rows to fix: bulkpatch report {_shell([result.ledger_path])} --failed-out fix.csv",
+            f"rows to fix: bulkpatch report {_shell([result.ledger_path])} --failed-out {fix}",
             highlight=False,
             markup=False,
         )
@@ -192,10 +185,15 @@ def print_report(console: Console, tally: Tally, ledger: str) -> None:
     for status in Status:
         table.add_row(status.value, f"{tally.by_status[status]:,}")
     console.print(table)
+    console.print(f"requests sent: {tally.attempts:,}")
+    _print_details(console, tally)
+
+
+def _print_details(console: Console, tally: Tally) -> None:
+    """Final HTTP statuses, latency percentiles and the most common errors."""
     if tally.by_http_status:
         codes = ", ".join(f"{code}: {n:,}" for code, n in sorted(tally.by_http_status.items()))
-        console.print(f"HTTP statuses: {codes}")
-    console.print(f"requests sent: {tally.attempts:,}")
+        console.print(f"final HTTP statuses: {codes}")
     latency = _latency(tally)
     if latency:
         console.print(f"row latency: {latency}")
@@ -203,6 +201,14 @@ def print_report(console: Console, tally: Tally, ledger: str) -> None:
         console.print("most common errors:")
         for error, n in tally.errors.most_common(5):
             console.print(f"  {n:>8,}  {error}", highlight=False, markup=False)
+
+
+def _extension(name: str) -> str:
+    """``.csv``, ``.jsonl.gz``...: the input's own kind, for a file of rows to fix."""
+    suffixes = Path(name).suffixes
+    if suffixes and suffixes[-1] == ".gz":
+        return "".join(suffixes[-2:])
+    return suffixes[-1] if suffixes else ".csv"
 
 
 def _latency(tally: Tally) -> str:

@@ -142,7 +142,11 @@ class Pacer:
             self._tat = tat + self._interval
             wait = tat - self._tolerance - now
             if wait > 0:
-                await self._sleep(wait)
+                try:
+                    await self._sleep(wait)
+                except BaseException:
+                    self.release()  # cancelled or stopped while waiting: give the slot back
+                    raise
 
     def release(self, *, ok: bool = False, overloaded: bool = False, rate_limited: bool = False) -> None:
         """Count a request as finished: ``ok`` for a success, ``overloaded`` for a 503 or 429,

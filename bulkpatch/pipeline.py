@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpatch.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
-from bulkpatch.errors import AuthError
+from bulkpatch.errors import AuthError, InputError
 from bulkpatch.ledger import LedgerIndex, LedgerWriter, RowResult, Status, input_identity, open_ledger
 from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request
 from bulkpatch.options import RunOptions
@@ -53,6 +53,8 @@ class RunResult:
     elapsed: float
     interrupted: bool
     ledger_path: str
+    #: the input file's name as given
+    input: str = "-"
     #: rows read from the input by this run (sent, recorded or skipped)
     rows_read: int = 0
 
@@ -187,6 +189,7 @@ class Run:
             interrupted=interrupted,
             ledger_path=options.ledger_path,
             rows_read=self.rows_read,
+            input=options.input,
         )
 
     async def _drive(
@@ -234,7 +237,11 @@ class Run:
                 all_done.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await all_done
-            else:
+            elif all_done.exception() is not None:
+                # A worker failed unexpectedly: the others must not outlive the run.
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
                 all_done.result()
         finally:
             for sig in installed:
@@ -252,25 +259,30 @@ class Run:
         done = index.done_rows(retry_failed=self.options.retry_failed)
         done_len = len(done)
         tally_add = self.tally.add
-        for record in records:
-            if self._stopping:
-                return
-            self.rows_read += 1
-            row = record.row
-            if row < done_len and done[row]:
-                self.already_done += 1
-                continue
-            mapped = mapper.map(record)
-            if type(mapped) is Request:
-                yield mapped
-            else:
-                assert isinstance(mapped, Rejected)
-                result = RowResult(
-                    mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason
-                )
-                writer.write(result)
-                index.set(row, result.status)
-                tally_add(result)
+        try:
+            for record in records:
+                if self._stopping:
+                    return
+                self.rows_read += 1
+                row = record.row
+                if row < done_len and done[row]:
+                    self.already_done += 1
+                    continue
+                mapped = mapper.map(record)
+                if type(mapped) is Request:
+                    yield mapped
+                else:
+                    assert isinstance(mapped, Rejected)
+                    result = RowResult(
+                        mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason
+                    )
+                    writer.write(result)
+                    index.set(row, result.status)
+                    tally_add(result)
+        except InputError as exc:
+            # The file broke off (truncated gzip): finish the rows in flight, then report it.
+            self._fatal = exc
+            self.stop()
 
     async def _worker(
         self, work: Iterator[Request], sender: Sender, writer: LedgerWriter, index: LedgerIndex

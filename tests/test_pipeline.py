@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
-from bulkpatch.errors import AuthError, ConfigError, LedgerError, LedgerMismatch, TransportError
+from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, LedgerMismatch, TransportError
 from bulkpatch.ledger import LedgerIndex, Status, iter_records
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run, dry_run
@@ -210,3 +210,17 @@ async def test_a_ledger_that_cannot_be_written_stops_the_run(tmp_path: Path) -> 
     with pytest.raises(LedgerError, match="No space left on device"):
         await run(options(path, ledger="/dev/full"), transport)
     assert transport.calls == []
+
+
+async def test_a_truncated_input_records_what_it_read_then_fails(tmp_path: Path) -> None:
+    import gzip
+
+    data = gzip.compress("".join(f'{{"workload_id": "w{i}", "name": "n"}}\n' for i in range(5000)).encode())
+    path = write(tmp_path / "in.jsonl.gz", data[: len(data) * 2 // 3])
+    transport = FakeTransport(ok)
+    with pytest.raises(InputError, match="unreadable after row"):
+        await run(options(path, concurrency=8), transport)
+    recorded = row_records(path)
+    # Every row read before the break was sent and recorded, none twice.
+    assert len(recorded) == len(transport.calls) > 0
+    assert len({r["row"] for r in recorded}) == len(recorded)
