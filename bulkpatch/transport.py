@@ -111,11 +111,14 @@ class AiohttpTransport:
         deadlines = self._deadlines
         deadlines[task] = _now() + self._timeout
         try:
-            async with session.request(
-                method, target, data=body, headers=headers, allow_redirects=False
-            ) as resp:
+            # Awaited rather than entered: the context manager's two extra frames cost ~2% at
+            # full speed; read() consumes the body, release() returns the connection.
+            resp = await session.request(method, target, data=body, headers=headers, allow_redirects=False)
+            try:
                 content = await resp.read()
-                return Response(resp.status, resp.headers.get("Retry-After"), content[:BODY_KEEP])
+            finally:
+                resp.release()
+            return Response(resp.status, resp.headers.get("Retry-After"), content[:BODY_KEEP])
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
