@@ -98,8 +98,6 @@ class ClientCredentials:
         self._value: str | None = None
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
-        #: how many tokens were fetched
-        self.fetched = 0
 
     def __repr__(self) -> str:
         return f"ClientCredentials(token_url={self._token_url!r}, secret=<hidden>)"
@@ -122,7 +120,6 @@ class ClientCredentials:
             now = self._clock()
             self._value = f"Bearer {token}"
             self._renew_at = now + lifetime - min(RENEW_MARGIN, lifetime / 4)
-            self.fetched += 1
             if self._on_renew is not None:
                 self._on_renew(lifetime)
             return self._value
