@@ -19,7 +19,7 @@ import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.reader import Format, Record
-from bulkpatch.schema import Schema, validator_for
+from bulkpatch.schema import WORKLOAD_FIELDS, Schema, validator_for
 
 DEFAULT_PATH = "/api/workload_management/v5/workloads/{workload_id}"
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -139,6 +139,15 @@ class Mapper:
                     raise ConfigError(
                         f"CSV columns {parts[0]!r} and {column!r} both set {parts[0]!r}; keep one"
                     )
+            if schema is Schema.WORKLOAD:
+                # A misspelt column would make every row invalid: say so once, before sending.
+                for column in header:
+                    top = column.split(".")[0]
+                    if column not in self._path_fields and top not in WORKLOAD_FIELDS:
+                        raise ConfigError(
+                            f"CSV column {column!r} is not a workload field (allowed: "
+                            f"{', '.join(WORKLOAD_FIELDS)}, and the --path placeholders)"
+                        )
 
     def check_fields(self, fields: dict[str, Any]) -> None:
         """Refuse a template whose placeholders the (first) record does not have at all."""

@@ -77,6 +77,8 @@ class WorkloadPatch(TypedDict, total=False):
 
 
 _WORKLOAD = TypeAdapter(WorkloadPatch)
+#: the fields a workload PATCH body may have
+WORKLOAD_FIELDS: tuple[str, ...] = tuple(WorkloadPatch.__annotations__)
 
 
 def validator_for(schema: Schema) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -105,7 +107,7 @@ def _one_line(exc: ValidationError) -> str:
         where = ".".join(str(part) for part in error["loc"]) or "body"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown field (allowed: name, attributes, client_id, allowed_actions, enabled)"
+            message = f"unknown field (allowed: {', '.join(WORKLOAD_FIELDS)})"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         parts.append(f"{where}: {message}")

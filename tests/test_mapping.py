@@ -155,3 +155,9 @@ def test_any_value_stays_one_segment_and_round_trips(value: str) -> None:
     assert "/" not in encoded and "?" not in encoded and "#" not in encoded
     assert encoded not in (".", "..")
     assert unquote(encoded, errors="surrogatepass") == value
+
+
+def test_a_misspelt_csv_column_is_a_config_error_under_the_workload_schema() -> None:
+    with pytest.raises(ConfigError, match="'nmae' is not a workload field"):
+        csv_mapper(header=["workload_id", "nmae"])
+    csv_mapper(header=["workload_id", "nmae"], schema=Schema.ANY)  # any JSON object: fine
