@@ -12,6 +12,7 @@ import os
 import shlex
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,11 @@ def count_rows(name: str, fmt: str) -> int | None:
 class Progress:
     """Redraws a one-line status from a ``Run``'s counters; call ``await watch()`` beside the run."""
 
-    def __init__(self, run: Run, console: Console, *, live: bool) -> None:
+    def __init__(
+        self, run: Run, console: Console, *, live: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._run = run
+        self._clock = clock
         self._console = console
         self._live = live
         self._total: int | None = None
@@ -96,7 +100,7 @@ class Progress:
 
     def line(self) -> Text:
         run = self._run
-        now = time.monotonic()
+        now = self._clock()
         done = self._done()
         rate = self._rate(now, done)
         total = self._estimated_total()

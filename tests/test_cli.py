@@ -179,3 +179,15 @@ def test_demo_exits_0_and_verifies(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "verified through GET: all 1000 workloads carry the new values" in result.output
     assert "demo-secret" not in result.output
+
+
+def test_stdin_input_needs_a_ledger_and_then_runs(tmp_path: Path, mock: ThreadedMock) -> None:
+    lines = "".join(f'{{"workload_id": "{wid}", "name": "from-stdin"}}\n' for wid in ids(5))
+    env = {"BULKPATCH_TOKEN": TOKEN, "BULKPATCH_BASE_URL": mock.url}
+    refused = CliRunner().invoke(cli, ["run", "-", "--format", "jsonl"], input=lines, env=env)
+    assert refused.exit_code == 2 and "needs --ledger" in refused.stderr
+    ledger = str(tmp_path / "stdin.ledger.jsonl")
+    args = ["run", "-", "--format", "jsonl", "--ledger", ledger, "-q"]
+    result = CliRunner().invoke(cli, args, input=lines, env=env)
+    assert result.exit_code == 0, result.output
+    assert all(mock.api.store.get(wid)["name"] == "from-stdin" for wid in ids(5))  # type: ignore[index]
