@@ -62,7 +62,7 @@ def test_a_server_pause_shows_instead_of_an_eta(tmp_path: Path) -> None:
 def test_summary_says_how_to_resume_and_what_to_fix(tmp_path: Path) -> None:
     tally = Tally()
     tally.add(RowResult(1, 2, "a", Status.FAILED, 404, 1, "HTTP 404: NotFound", 3.0))
-    state = {status: 0 for status in Status} | {Status.FAILED: 1}
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
     result = RunResult(tally, state, 0, 2.0, True, "in.jsonl.ledger.jsonl", input="in.jsonl")
     out = io.StringIO()
     print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "in.jsonl"])
