@@ -351,14 +351,19 @@ def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str |
 @click.option(
     "--client-secret", envvar="BULKPATCH_MOCK_CLIENT_SECRET", default="demo-secret", show_default=True
 )
-@click.option("--static-token", multiple=True, help="A bearer token accepted as is; repeatable.")
-@click.option("--no-auth", is_flag=True, help="Accept API calls without a token.")
+@click.option(
+    "--static-token", "static_tokens", multiple=True, help="A bearer token accepted as is; repeatable."
+)
+@click.option(
+    "--auth/--no-auth", "require_auth", default=True, help="--no-auth accepts API calls without a token."
+)
 @click.option(
     "--token-lifetime", type=click.FloatRange(min=0.1), default=7200.0, show_default=True, help="Seconds."
 )
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option(
     "--jitter-ms",
+    "latency_jitter_ms",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
@@ -394,30 +399,15 @@ def mock(**kw: Any) -> int:
     """
     from bulkpatch.mock import MockConfig, MockServer
 
-    config = MockConfig(
-        client_id=kw["client_id"],
-        client_secret=kw["client_secret"],
-        static_tokens=tuple(kw["static_token"]),
-        require_auth=not kw["no_auth"],
-        token_lifetime=kw["token_lifetime"],
-        seed=kw["seed"],
-        latency_ms=kw["latency_ms"],
-        latency_jitter_ms=kw["jitter_ms"],
-        error_rate=kw["error_rate"],
-        drop_rate=kw["drop_rate"],
-        rate_limit=kw["rate_limit"],
-        retry_after=kw["retry_after"],
-        workloads=kw["workloads"],
-        seed_file=kw["seed_file"],
-        persist=kw["persist"],
-    )
+    host, port = kw.pop("host"), kw.pop("port")
+    config = MockConfig(**kw)
 
     async def serve() -> None:
-        server = MockServer(config, host=kw["host"], port=kw["port"])
+        server = MockServer(config, host=host, port=port)
         try:
             await server.start()
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {kw['host']}:{kw['port']}: {exc.strerror}") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         click.echo(f"mock Workload Management API v5 on {server.url} ({len(server.api.store):,} workloads)")
         click.echo(f"  export BULKPATCH_BASE_URL={server.url}")
         click.echo(f"  export BULKPATCH_CLIENT_ID={config.client_id}")
@@ -452,63 +442,42 @@ def demo(workdir: str | None, progress: bool | None) -> int:
 
 
 def _demo(folder: Path, progress: bool | None) -> int:
-    from bulkpatch.auth import ClientCredentials, token_url_for
-    from bulkpatch.demo import DEMO_ROWS, demo_mock_config, migration_csv, verify
+    from bulkpatch.demo import DEMO_ROWS, run_demo, write_input
     from bulkpatch.display import print_summary
-    from bulkpatch.mock import MockServer
-    from bulkpatch.transport import AiohttpTransport
+    from bulkpatch.mock import MockConfig
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False)
-    config = demo_mock_config()
-    source = folder / "workloads.csv"
-    source.write_text(migration_csv(), encoding="utf-8")
-    ledger = folder / "workloads.csv.ledger.jsonl"
-    ledger.unlink(missing_ok=True)
+    live = err.is_terminal if progress is None else progress
 
-    async def go() -> tuple[RunResult, int, list[str]]:
-        async with MockServer(config) as server:
-            out.print(f"[bold]bulkpatch demo[/]: mock Workload Management API v5 on {server.url}")
-            out.print(
-                f"  {DEMO_ROWS} workloads; faults on: {config.error_rate:.0%} 503s, "
-                f"{config.drop_rate:.0%} dropped connections, 429 above {config.rate_limit:.0f} req/s, "
-                f"{config.latency_ms:.0f}-{config.latency_ms + config.latency_jitter_ms:.0f} ms latency"
-            )
-            out.print(f"  input: {source}  (rename, move to site fra2, set owner, disable some)")
-            options = RunOptions(
-                input=str(source),
-                base_url=server.url,
-                concurrency=16,
-                client_id=config.client_id,
-                client_secret=config.client_secret,
-            )
-            live = err.is_terminal if progress is None else progress
-            result = await _run_with_progress(Run(options), err, live=live, quiet=False)
-            transport = AiohttpTransport(limit=2, timeout=10)
-            try:
-                auth = ClientCredentials(
-                    transport, token_url_for(server.url), config.client_id, config.client_secret
-                )
-                checked, problems = await verify(transport, server.url, await auth.header() or "")
-            finally:
-                await transport.close()
-            return result, checked, problems
+    def announce(url: str, config: MockConfig, source: Path) -> None:
+        out.print(f"[bold]bulkpatch demo[/]: mock Workload Management API v5 on {url}")
+        out.print(
+            f"  {DEMO_ROWS} workloads; faults on: {config.error_rate:.0%} 503s, "
+            f"{config.drop_rate:.0%} dropped connections, 429 above {config.rate_limit:.0f} req/s, "
+            f"{config.latency_ms:.0f}-{config.latency_ms + config.latency_jitter_ms:.0f} ms latency"
+        )
+        out.print(f"  input: {source}  (rename, move to site fra2, set owner, disable some)")
 
-    result, checked, problems = run_async(go())
-    print_summary(out, result, command=["bulkpatch", "run", str(source)])
-    if problems:
-        for problem in problems[:10]:
+    async def execute(run: Run) -> RunResult:
+        return await _run_with_progress(run, err, live=live, quiet=False)
+
+    outcome = run_async(run_demo(write_input(folder), execute, announce))
+    print_summary(out, outcome.result, command=["bulkpatch", "run", str(outcome.source)])
+    if outcome.problems:
+        for problem in outcome.problems[:10]:
             err.print(f"verify: {problem}", markup=False)
-        _fail(f"bulkpatch demo: {len(problems)} workloads do not carry the new values", 1)
-    out.print(f"verified through GET: all {checked} workloads carry the new values")
+        _fail(f"bulkpatch demo: {len(outcome.problems)} workloads do not carry the new values", 1)
+    out.print(f"verified through GET: all {outcome.checked} workloads carry the new values")
     out.print("\n[bold]Against a real data center[/]:")
-    out.print("  export BULKPATCH_CLIENT_ID=...  BULKPATCH_CLIENT_SECRET=...", markup=False)
-    out.print(
-        "  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com --dry-run", markup=False
-    )
-    out.print("  bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com", markup=False)
-    out.print("  bulkpatch report workloads.csv.ledger.jsonl", markup=False)
-    return result.exit_code
+    for line in (
+        "export BULKPATCH_CLIENT_ID=...  BULKPATCH_CLIENT_SECRET=...",
+        "bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com --dry-run",
+        "bulkpatch run workloads.csv --base-url https://eu2-cloud.acronis.com",
+        "bulkpatch report workloads.csv.ledger.jsonl",
+    ):
+        out.print(f"  {line}", markup=False)
+    return outcome.result.exit_code
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The demo: a sample migration against the embedded mock API, verified afterwards.
+"""The demo: a sample migration against the embedded mock API, verified afterwards (the CLI's
+``bulkpatch demo`` prints it).
 
 The migration renames every workload, moves it to a new site, records an owner and disables the
 retired ones. ``samples/workloads.csv`` and ``samples/workloads.jsonl`` in the repository are this
@@ -9,15 +10,20 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bulkpatch.auth import ClientCredentials, token_url_for
 from bulkpatch.mapping import encode_segment
-from bulkpatch.mock import MockConfig
+from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
-from bulkpatch.transport import Transport
+from bulkpatch.options import RunOptions
+from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.transport import AiohttpTransport, Transport
 
 DEMO_ROWS = 1000
 CSV_COLUMNS = ["workload_id", "name", "attributes.site", "attributes.owner", "enabled"]
@@ -103,3 +109,55 @@ async def verify(transport: Transport, base_url: str, authorization: str) -> tup
     missing = wanted.keys() - seen
     problems.extend(f"{workload_id} not listed" for workload_id in sorted(missing))
     return len(seen), problems
+
+
+@dataclass
+class DemoOutcome:
+    """What the demo's run did, and what verifying it through the API found."""
+
+    result: RunResult
+    source: Path
+    #: workloads listed back through GET
+    checked: int
+    #: one line per workload that does not carry the migration's values
+    problems: list[str]
+
+
+def write_input(folder: Path) -> Path:
+    """Write the demo's migration to ``folder`` (and forget any earlier ledger); return its path."""
+    source = folder / "workloads.csv"
+    source.write_text(migration_csv(), encoding="utf-8")
+    Path(f"{source}.ledger.jsonl").unlink(missing_ok=True)
+    return source
+
+
+async def run_demo(
+    source: Path,
+    execute: Callable[[Run], Awaitable[RunResult]],
+    announce: Callable[[str, MockConfig, Path], None],
+) -> DemoOutcome:
+    """Serve the mock, run the sample migration through ``execute``, then verify it via GET.
+
+    ``announce`` is told the mock's URL, its faults and the input before the run starts;
+    ``execute`` runs the ``Run`` (the CLI wraps it in its progress display).
+    """
+    config = demo_mock_config()
+    async with MockServer(config) as server:
+        announce(server.url, config, source)
+        options = RunOptions(
+            input=str(source),
+            base_url=server.url,
+            concurrency=16,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+        )
+        result = await execute(Run(options))
+        transport = AiohttpTransport(limit=2, timeout=10)
+        try:
+            auth = ClientCredentials(
+                transport, token_url_for(server.url), config.client_id, config.client_secret
+            )
+            checked, problems = await verify(transport, server.url, await auth.header() or "")
+        finally:
+            await transport.close()
+    return DemoOutcome(result, source, checked, problems)
