@@ -152,12 +152,9 @@ async def run_demo(
             client_secret=config.client_secret,
         )
         result = await execute(Run(options))
-        transport = AiohttpTransport(limit=2, timeout=10)
-        try:
+        async with AiohttpTransport(limit=2, timeout=10) as transport:
             auth = ClientCredentials(
                 transport, token_url_for(server.url), config.client_id, config.client_secret
             )
             checked, problems = await verify(transport, server.url, await auth.header() or "")
-        finally:
-            await transport.close()
     return DemoOutcome(result, source, checked, problems)

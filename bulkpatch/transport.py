@@ -150,6 +150,12 @@ class AiohttpTransport:
                     self._expired.add(task)
                     task.cancel()
 
+    async def __aenter__(self) -> AiohttpTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()

@@ -16,12 +16,9 @@ from bulkpatch.transport import AiohttpTransport
 
 async def test_one_token_for_many_concurrent_callers() -> None:
     async with MockServer(MockConfig(client_id="cid", client_secret="sec")) as server:
-        transport = AiohttpTransport(limit=4, timeout=5)
-        try:
+        async with AiohttpTransport(limit=4, timeout=5) as transport:
             auth = ClientCredentials(transport, token_url_for(server.url), "cid", "sec")
             headers = await asyncio.gather(*(auth.header() for _ in range(50)))
-        finally:
-            await transport.close()
         assert len(set(headers)) == 1 and headers[0] is not None and headers[0].startswith("Bearer ")
         assert server.api.counters.token_requests == 1
 
@@ -29,8 +26,7 @@ async def test_one_token_for_many_concurrent_callers() -> None:
 async def test_token_is_renewed_before_it_expires_and_after_a_401() -> None:
     now = [time.time()]
     async with MockServer(MockConfig(client_id="cid", client_secret="sec", token_lifetime=100)) as server:
-        transport = AiohttpTransport(limit=4, timeout=5)
-        try:
+        async with AiohttpTransport(limit=4, timeout=5) as transport:
             auth = ClientCredentials(transport, token_url_for(server.url), "cid", "sec", clock=lambda: now[0])
             first = await auth.header()
             now[0] += 10
@@ -43,20 +39,17 @@ async def test_token_is_renewed_before_it_expires_and_after_a_401() -> None:
             assert third not in (first, second)
             await auth.renew(second)  # a late 401 for an already replaced token: no new fetch
             assert await auth.header() == third
-        finally:
-            await transport.close()
         assert server.api.counters.tokens_issued == 3
 
 
 async def test_wrong_secret_is_one_clear_error_without_the_secret() -> None:
-    async with MockServer(MockConfig(client_id="cid", client_secret="sec")) as server:
-        transport = AiohttpTransport(limit=1, timeout=5)
-        try:
-            auth = ClientCredentials(transport, token_url_for(server.url), "cid", "hunter2-wrong")
-            with pytest.raises(AuthError) as info:
-                await auth.header()
-        finally:
-            await transport.close()
+    async with (
+        MockServer(MockConfig(client_id="cid", client_secret="sec")) as server,
+        AiohttpTransport(limit=1, timeout=5) as transport,
+    ):
+        auth = ClientCredentials(transport, token_url_for(server.url), "cid", "hunter2-wrong")
+        with pytest.raises(AuthError) as info:
+            await auth.header()
     message = str(info.value)
     assert "refused the client credentials (HTTP 401)" in message
     assert "hunter2" not in message and "hunter2" not in repr(auth)

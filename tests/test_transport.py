@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
@@ -55,38 +56,27 @@ async def server() -> AsyncIterator[str]:
 
 
 async def test_sends_method_body_headers_and_encoded_path(server: str) -> None:
-    transport = AiohttpTransport(limit=4, timeout=5, headers={"X-Team": "ops"})
-    try:
+    async with AiohttpTransport(limit=4, timeout=5, headers={"X-Team": "ops"}) as transport:
         resp = await transport.send(
             "PATCH", f"{server}/ok/a%2Fb%2E%2E", b'{"x":1}', {"Authorization": "Bearer t"}
         )
-    finally:
-        await transport.close()
     assert resp.status == 200
-    import orjson
-
     data = orjson.loads(resp.body)
     # The encoded segment reaches the server as sent: never decoded into a second segment.
     assert data == {"body": '{"x":1}', "auth": "Bearer t", "path": "/ok/a%2Fb%2E%2E"}
 
 
 async def test_timeout_is_a_transport_error(server: str) -> None:
-    transport = AiohttpTransport(limit=1, timeout=0.2)
-    try:
+    async with AiohttpTransport(limit=1, timeout=0.2) as transport:
         with pytest.raises(TransportError) as info:
             await transport.send("PATCH", f"{server}/slow", b"{}")
-    finally:
-        await transport.close()
     assert info.value.kind == "timeout"
 
 
 async def test_dropped_connection_is_a_transport_error(server: str) -> None:
-    transport = AiohttpTransport(limit=1, timeout=5)
-    try:
+    async with AiohttpTransport(limit=1, timeout=5) as transport:
         with pytest.raises(TransportError) as info:
             await transport.send("PATCH", f"{server}/drop", b"{}")
-    finally:
-        await transport.close()
     assert info.value.kind == "disconnect"
 
 
@@ -94,28 +84,21 @@ async def test_refused_connection_is_a_transport_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    transport = AiohttpTransport(limit=1, timeout=5)
-    try:
+    async with AiohttpTransport(limit=1, timeout=5) as transport:
         with pytest.raises(TransportError) as info:
             await transport.send("PATCH", f"http://127.0.0.1:{port}/x", b"{}")
-    finally:
-        await transport.close()
     assert info.value.kind == "connect"
 
 
 async def test_large_error_bodies_are_cut_and_retry_after_kept(server: str) -> None:
-    transport = AiohttpTransport(limit=1, timeout=5)
-    try:
+    async with AiohttpTransport(limit=1, timeout=5) as transport:
         resp = await transport.send("PATCH", f"{server}/big", b"{}")
         again = await transport.send("PATCH", f"{server}/ok/x", b"{}")  # the connection is reusable
-    finally:
-        await transport.close()
     assert (resp.status, resp.retry_after, len(resp.body)) == (500, "3", BODY_KEEP)
     assert again.status == 200
 
 
 async def test_with_aioresponses() -> None:
-    transport = AiohttpTransport(limit=1, timeout=5)
     with aioresponses() as mocked:
         mocked.patch(
             "http://api.test/w/1",
@@ -124,10 +107,8 @@ async def test_with_aioresponses() -> None:
             body=b"slow down",
             response_class=CompatResponse,
         )
-        try:
+        async with AiohttpTransport(limit=1, timeout=5) as transport:
             resp = await transport.send("PATCH", "http://api.test/w/1", b"{}")
-        finally:
-            await transport.close()
     assert (resp.status, resp.retry_after, resp.body) == (429, "9", b"slow down")
 
 
@@ -139,24 +120,18 @@ def test_bad_arguments() -> None:
 
 
 async def test_timeout_does_not_swallow_an_outside_cancel(server: str) -> None:
-    transport = AiohttpTransport(limit=1, timeout=0.2)
-    try:
+    async with AiohttpTransport(limit=1, timeout=0.2) as transport:
         SLOW_ENTERED.clear()
         task = asyncio.ensure_future(transport.send("PATCH", f"{server}/slow", b"{}"))
         await SLOW_ENTERED.wait()  # the request is in flight
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    finally:
-        await transport.close()
 
 
 async def test_connection_is_reusable_after_a_timeout(server: str) -> None:
-    transport = AiohttpTransport(limit=1, timeout=0.2)
-    try:
+    async with AiohttpTransport(limit=1, timeout=0.2) as transport:
         with pytest.raises(TransportError):
             await transport.send("PATCH", f"{server}/slow", b"{}")
         resp = await transport.send("PATCH", f"{server}/ok/x", b"{}")
-    finally:
-        await transport.close()
     assert resp.status == 200
