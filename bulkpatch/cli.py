@@ -153,6 +153,11 @@ def cli() -> None:
 )
 @click.option("--ledger", help="The run's ledger.  [default: INPUT.ledger.jsonl]")
 @click.option("--retry-failed", is_flag=True, help="Also resend rows whose latest ledger record is failed.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Handle at most N rows not done yet, then stop: a canary run. Run again to go on.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
 @click.option(
     "--token-url",
@@ -186,6 +191,7 @@ def run(
     headers: tuple[str, ...],
     ledger: str | None,
     retry_failed: bool,
+    limit: int | None,
     dry_run: bool,
     token_url: str | None,
     progress: bool | None,
@@ -217,6 +223,7 @@ def run(
         headers=dict(parse_header(h) for h in headers),
         ledger=ledger,
         retry_failed=retry_failed,
+        limit=limit,
         dry_run=dry_run,
         token=os.environ.get("BULKPATCH_TOKEN") or None,
         client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,

@@ -168,6 +168,9 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     console.print(f"ledger: {result.ledger_path}", highlight=False)
     if result.interrupted:
         console.print(f"resume with: {_shell(command)}", highlight=False, markup=False)
+    elif result.limited:
+        rest = _without_limit(command)
+        console.print(f"stopped at --limit; go on with: {_shell(rest)}", highlight=False, markup=False)
     if state[Status.FAILED]:
         retry = [*command, "--retry-failed"] if "--retry-failed" not in command else command
         console.print(f"retry failed rows: {_shell(retry)}", highlight=False, markup=False)
@@ -205,6 +208,19 @@ def _print_details(console: Console, tally: Tally) -> None:
         console.print("most common errors:")
         for error, n in tally.errors.most_common(5):
             console.print(f"  {n:>8,}  {error}", highlight=False, markup=False)
+
+
+def _without_limit(command: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for word in command:
+        if skip:
+            skip = False
+        elif word == "--limit":
+            skip = True
+        elif not word.startswith("--limit="):
+            out.append(word)
+    return out
 
 
 def _extension(name: str) -> str:

@@ -30,6 +30,8 @@ class RunOptions:
     headers: dict[str, str] = field(default_factory=dict)
     ledger: str | None = None
     retry_failed: bool = False
+    #: handle at most this many rows not done yet, then stop (a canary run); None: all
+    limit: int | None = None
     dry_run: bool = False
     #: a bearer token (``BULKPATCH_TOKEN``); never logged
     token: str | None = field(default=None, repr=False)
@@ -54,6 +56,8 @@ class RunOptions:
         _positive("--timeout", self.timeout)
         if self.rate is not None:
             _positive("--rate", self.rate)
+        if self.limit is not None:
+            _positive("--limit", self.limit)
         if self.concurrency > 10_000:
             raise ConfigError("--concurrency above 10000 is not supported")
         for name in self.headers:

@@ -55,6 +55,8 @@ class RunResult:
     ledger_path: str
     #: the input file's name as given
     input: str = "-"
+    #: True when ``--limit`` stopped the run before the end of the input
+    limited: bool = False
     #: rows read from the input by this run (sent, recorded or skipped)
     rows_read: int = 0
 
@@ -100,6 +102,8 @@ class Run:
         self.sender: Sender | None = None
         self.already_done = 0
         self.rows_read = 0
+        #: True when --limit ended intake before the end of the input
+        self.limited = False
         self.source: InputFile | None = None
         self.pacer: Pacer | None = None
         self.started = time.monotonic()
@@ -190,6 +194,7 @@ class Run:
             ledger_path=options.ledger_path,
             rows_read=self.rows_read,
             input=options.input,
+            limited=self.limited,
         )
 
     async def _drive(
@@ -259,15 +264,22 @@ class Run:
         done = index.done_rows(retry_failed=self.options.retry_failed)
         done_len = len(done)
         tally_add = self.tally.add
+        budget = self.options.limit
         try:
             for record in records:
                 if self._stopping:
                     return
-                self.rows_read += 1
                 row = record.row
                 if row < done_len and done[row]:
+                    self.rows_read += 1
                     self.already_done += 1
                     continue
+                if budget is not None:
+                    if budget == 0:
+                        self.limited = True
+                        return
+                    budget -= 1
+                self.rows_read += 1
                 mapped = mapper.map(record)
                 if type(mapped) is Request:
                     yield mapped
@@ -434,6 +446,7 @@ def _loggable(options: RunOptions) -> dict[str, Any]:
         "max_attempts": options.max_attempts,
         "timeout": options.timeout,
         "retry_failed": options.retry_failed,
+        "limit": options.limit,
         "headers": sorted(options.headers),
         "auth": "token" if options.token else "client_credentials" if options.client_id else None,
     }

@@ -71,3 +71,14 @@ def test_summary_says_how_to_resume_and_what_to_fix(tmp_path: Path) -> None:
     assert "retry failed rows: bulkpatch run in.jsonl --retry-failed" in text
     assert "--failed-out fix.jsonl" in text
     assert "1  HTTP 404: NotFound" in text
+
+
+def test_summary_after_a_canary_run_says_how_to_go_on() -> None:
+    state = dict.fromkeys(Status, 0)
+    result = RunResult(Tally(), state, 0, 1.0, False, "a.csv.ledger.jsonl", input="a.csv", limited=True)
+    out = io.StringIO()
+    print_summary(
+        Console(file=out, width=200), result, command=["bulkpatch", "run", "a.csv", "--limit", "10"]
+    )
+    assert "stopped at --limit; go on with: bulkpatch run a.csv" in out.getvalue()
+    assert "--limit 10" not in out.getvalue()

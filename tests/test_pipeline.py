@@ -224,3 +224,16 @@ async def test_a_truncated_input_records_what_it_read_then_fails(tmp_path: Path)
     # Every row read before the break was sent and recorded, none twice.
     assert len(recorded) == len(transport.calls) > 0
     assert len({r["row"] for r in recorded}) == len(recorded)
+
+
+async def test_limit_makes_a_canary_run_and_the_next_run_goes_on(tmp_path: Path) -> None:
+    path = csv_input(tmp_path, 100)
+    canary = FakeTransport(ok)
+    first = await run(options(path, limit=10), canary)
+    assert first.limited and first.exit_code == 0  # type: ignore[attr-defined]
+    assert len(canary.calls) == 10
+    rest = FakeTransport(ok)
+    second = await run(options(path), rest)
+    assert not second.limited and second.already_done == 10  # type: ignore[attr-defined]
+    assert len(rest.calls) == 90
+    assert {c.url for c in canary.calls}.isdisjoint({c.url for c in rest.calls})
