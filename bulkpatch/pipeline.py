@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpatch.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
-from bulkpatch.errors import AuthError, InputError
+from bulkpatch.errors import AuthError, ConfigError, InputError
 from bulkpatch.ledger import LedgerIndex, LedgerWriter, RowResult, Status, input_identity, open_ledger
 from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request
 from bulkpatch.options import RunOptions
@@ -32,6 +32,8 @@ from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
 from bulkpatch.transport import AiohttpTransport, Transport
 
+#: open files beyond one per connection: input, ledger, log, stdio, the token endpoint
+_SPARE_FILES = 32
 #: callback for attempt-level events: (event name, fields); fields never hold secrets
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -129,6 +131,7 @@ class Run:
         self._stop_event = asyncio.Event()
         if self._stopping:
             self._stop_event.set()
+        _ensure_open_files(options.concurrency + _SPARE_FILES)
         source, mapper, records = _open_input(options)
         self.source = source
         own_transport = self._transport is None
@@ -426,6 +429,23 @@ def _open_input(options: RunOptions) -> tuple[InputFile, Mapper, Iterator[Record
         source.close()
         raise
     return source, mapper, records
+
+
+def _ensure_open_files(needed: int) -> None:
+    """Raise the soft limit on open files to ``needed`` if it is lower, or refuse the run."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"--concurrency needs about {needed} open files, but the limit is {hard} (ulimit -n);"
+            " lower --concurrency or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _base_headers(options: RunOptions) -> dict[str, str]:

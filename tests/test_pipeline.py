@@ -237,3 +237,17 @@ async def test_limit_makes_a_canary_run_and_the_next_run_goes_on(tmp_path: Path)
     assert not second.limited and second.already_done == 10  # type: ignore[attr-defined]
     assert len(rest.calls) == 90
     assert {c.url for c in canary.calls}.isdisjoint({c.url for c in rest.calls})
+
+
+def test_open_file_limit_is_raised_or_the_run_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from bulkpatch import pipeline
+
+    limits = {"soft": 256, "hard": 4096}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
+    pipeline._ensure_open_files(1000)
+    assert limits["soft"] == 1000
+    with pytest.raises(ConfigError, match="limit is 4096"):
+        pipeline._ensure_open_files(5000)
