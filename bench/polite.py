@@ -28,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bulkpatch.mock.app import busiest_window
 from bulkpatch.mock.store import sample_workloads
 
 API = "/api/workload_management/v5/workloads"
@@ -55,15 +56,6 @@ def start_mock(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
 def get_json(url: str) -> object:
     with urllib.request.urlopen(url) as resp:
         return json.loads(resp.read())
-
-
-def busiest_window(arrivals: list[float], window: float = 1.0) -> int:
-    best = start = 0
-    for end, t in enumerate(arrivals):
-        while t - arrivals[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def bulkpatch_run(source: Path, base: str, *extra: str) -> float:

@@ -149,7 +149,7 @@ class Run:
             writer, index = open_ledger(options.ledger_path, binding)
             if writer.error is not None:
                 raise writer.error
-            writer.on_error = self._ledger_failed
+            writer.on_error = self._fail
             auth = self._auth(transport)
             await auth.header()  # a bad secret stops the run here, before any row is sent
             self.pacer = Pacer(
@@ -288,16 +288,13 @@ class Run:
                     yield mapped
                 else:
                     assert isinstance(mapped, Rejected)
-                    result = RowResult(
-                        mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason
-                    )
+                    result = _unsent(mapped)
                     writer.write(result)
                     index.set(row, result.status)
                     tally_add(result)
         except InputError as exc:
             # The file broke off (truncated gzip): finish the rows in flight, then report it.
-            self._fatal = exc
-            self.stop()
+            self._fail(exc)
 
     async def _worker(
         self, work: Iterator[Request], sender: Sender, writer: LedgerWriter, index: LedgerIndex
@@ -312,8 +309,7 @@ class Run:
             except _Interrupted:
                 return
             except AuthError as exc:
-                self._fatal = exc
-                self.stop()
+                self._fail(exc)
                 return
             finally:
                 self.in_flight -= 1
@@ -353,7 +349,8 @@ class Run:
             )
         return NoAuth()
 
-    def _ledger_failed(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException) -> None:
+        """Stop the run because of ``error``; ``execute`` raises it once in-flight rows are done."""
         self._fatal = error
         self.stop()
 
@@ -391,14 +388,16 @@ def dry_run(options: RunOptions, *, samples: int = 5) -> DryRunResult:
                 if len(result.samples) < samples:
                     result.samples.append((options.method.upper(), base + mapped.path, mapped.body))
             else:
-                result.tally.add(
-                    RowResult(
-                        mapped.row, mapped.line, mapped.key, Status(mapped.status), None, 0, mapped.reason
-                    )
-                )
+                result.tally.add(_unsent(mapped))
                 if len(result.rejected) < samples:
                     result.rejected.append(mapped)
     return result
+
+
+def _unsent(rejected: Rejected) -> RowResult:
+    """The ledger record of a row that was not sent."""
+    status = Status(rejected.status)
+    return RowResult(rejected.row, rejected.line, rejected.key, status, None, 0, rejected.reason)
 
 
 def _open_input(options: RunOptions) -> tuple[InputFile, Mapper, Iterator[Record]]:

@@ -73,7 +73,7 @@ class AiohttpTransport:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         # Per-attempt timeouts: one watchdog task instead of a timer per request (aiohttp's
-        # own per-request timeout machinery costs ~5% of throughput at full speed).
+        # own per-request timeout machinery cost ~13% of bulkpatch's throughput at full speed).
         self._deadlines: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._watchdog: asyncio.Task[None] | None = None

@@ -8,6 +8,7 @@ from fakes import write
 
 from bulkpatch.ledger import Status
 from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.mock.app import busiest_window
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run
@@ -16,15 +17,6 @@ from bulkpatch.pipeline import Run
 def fleet_csv(tmp_path: Path, n: int) -> Path:
     rows = "".join(f"{w['id']},name-{i}\n" for i, w in enumerate(sample_workloads(n)))
     return write(tmp_path / "fleet.csv", "workload_id,name\n" + rows)
-
-
-def busiest_window(arrivals: list[float], window: float) -> int:
-    best = start = 0
-    for end, t in enumerate(arrivals):
-        while t - arrivals[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_rate_cap_holds_at_the_server(tmp_path: Path) -> None:

@@ -348,6 +348,16 @@ def _check_fields(body: dict[str, Any], allow: set[str] | frozenset[str] = froze
     return ""
 
 
+def busiest_window(arrivals: list[float], window: float = 1.0) -> int:
+    """The most requests in any ``window`` seconds, from sorted arrival times (for rate checks)."""
+    best = start = 0
+    for end, t in enumerate(arrivals):
+        while t - arrivals[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def _basic_credentials(header: str) -> tuple[str, str] | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
