@@ -130,6 +130,14 @@ def cli() -> None:
     help="Requests in flight at most.",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes that send the requests.  Raise it (to the number of cores) only"
+    " when a fast API makes bulkpatch itself use a whole CPU core.",
+)
+@click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
     help="Requests per second at most, all workers together.  [default: unlimited]",
@@ -185,6 +193,7 @@ def run(
     method: str,
     schema: str,
     concurrency: int,
+    processes: int,
     rate: float | None,
     max_attempts: int,
     timeout: float,
@@ -217,6 +226,7 @@ def run(
         method=method,
         schema=Schema(schema),
         concurrency=concurrency,
+        processes=processes,
         rate=rate,
         max_attempts=max_attempts,
         timeout=timeout,

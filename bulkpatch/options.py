@@ -24,6 +24,8 @@ class RunOptions:
     method: str = "PATCH"
     schema: Schema = Schema.WORKLOAD
     concurrency: int = 16
+    #: worker processes that send the requests; 1 sends from this process
+    processes: int = 1
     rate: float | None = None
     max_attempts: int = 5
     timeout: float = 30.0
@@ -58,6 +60,14 @@ class RunOptions:
             _positive("--rate", self.rate)
         if self.limit is not None:
             _positive("--limit", self.limit)
+        _positive("--processes", self.processes)
+        if self.processes > 64:
+            raise ConfigError("--processes above 64 is not supported")
+        if self.processes > self.concurrency:
+            raise ConfigError(
+                f"--processes {self.processes} is more than --concurrency {self.concurrency}:"
+                " each process needs at least one request in flight"
+            )
         if self.concurrency > 10_000:
             raise ConfigError("--concurrency above 10000 is not supported")
         for name in self.headers:

@@ -31,6 +31,7 @@ from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
 from bulkpatch.transport import AiohttpTransport, Transport
+from bulkpatch.worker_processes import ProcessTransport, WorkerError
 
 #: open files beyond one per connection: input, ledger, log, stdio, the token endpoint
 _SPARE_FILES = 32
@@ -135,9 +136,7 @@ class Run:
         source, mapper, records = _open_input(options)
         self.source = source
         own_transport = self._transport is None
-        transport = self._transport or AiohttpTransport(
-            limit=options.concurrency + 2, timeout=options.timeout, headers=_base_headers(options)
-        )
+        transport = self._transport or _transport_for(options)
         writer: LedgerWriter | None = None
         try:
             binding = {
@@ -150,6 +149,8 @@ class Run:
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
+            if isinstance(transport, ProcessTransport):
+                await transport.start()
             auth = self._auth(transport)
             await auth.header()  # a bad secret stops the run here, before any row is sent
             self.pacer = Pacer(
@@ -308,7 +309,7 @@ class Run:
                 result = await send(request)
             except _Interrupted:
                 return
-            except AuthError as exc:
+            except (AuthError, WorkerError) as exc:
                 self._fail(exc)
                 return
             finally:
@@ -447,6 +448,18 @@ def _ensure_open_files(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def _transport_for(options: RunOptions) -> Transport:
+    headers = _base_headers(options)
+    if options.processes > 1:
+        return ProcessTransport(
+            processes=options.processes,
+            limit=options.concurrency,
+            timeout=options.timeout,
+            headers=headers,
+        )
+    return AiohttpTransport(limit=options.concurrency + 2, timeout=options.timeout, headers=headers)
+
+
 def _base_headers(options: RunOptions) -> dict[str, str]:
     headers = {"Accept": "application/json", "User-Agent": "bulkpatch"}
     if options.method.upper() not in ("GET", "DELETE"):
@@ -461,6 +474,7 @@ def _loggable(options: RunOptions) -> dict[str, Any]:
         "method": options.method.upper(),
         "base_url": options.base_url,
         "concurrency": options.concurrency,
+        "processes": options.processes,
         "rate": options.rate,
         "max_attempts": options.max_attempts,
         "timeout": options.timeout,

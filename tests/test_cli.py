@@ -62,6 +62,11 @@ def test_help_lists_the_commands() -> None:
         (["run", "nope.csv", "--base-url", "http://127.0.0.1:9"], "cannot open input"),
         (["run", "m.csv", "--base-url", "http://127.0.0.1:9", "-H", "Authorization Bearer x"], "-H takes"),
         (["report", "missing.ledger.jsonl"], "no ledger at"),
+        (["run", "m.csv", "--processes", "0"], "Invalid value for '--processes'"),
+        (
+            ["run", "m.csv", "--base-url", "http://127.0.0.1:9", "--processes", "5", "--concurrency", "4"],
+            "--processes 5 is more than --concurrency 4",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_send_nothing(

@@ -1,0 +1,203 @@
+"""--processes: requests carried out by worker processes, against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from fakes import write
+
+from bulkpatch.errors import TransportError
+from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.mock.store import sample_workloads
+from bulkpatch.options import RunOptions
+from bulkpatch.pipeline import Run
+from bulkpatch.transport import BODY_KEEP
+from bulkpatch.worker_processes import ProcessTransport, WorkerError
+
+HOLD = asyncio.Event()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "body": (await request.read()).decode(),
+                "auth": request.headers.get("Authorization"),
+                "team": request.headers.get("X-Team"),
+                "port": request.transport.get_extra_info("peername")[1] if request.transport else None,
+            }
+        )
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.Response(status=429, body=b"x" * (BODY_KEEP * 2), headers={"Retry-After": "7"})
+
+    async def hold(request: web.Request) -> web.Response:
+        HOLD.set()
+        await asyncio.Event().wait()  # never answers; cancelled at cleanup
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_route("*", "/busy", busy)
+    app.router.add_route("*", "/hold", hold)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+def body(i: int) -> bytes:
+    return orjson.dumps({"n": i})
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited process not yet reaped by its parent does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_requests_are_sent_by_the_workers_as_given(server: str) -> None:
+    async with ProcessTransport(processes=2, limit=8, timeout=5, headers={"X-Team": "ops"}) as transport:
+        await transport.start()
+        pids = [child.transport.get_pid() for child in transport._children if child.transport]
+        sends = [
+            transport.send("PATCH", f"{server}/echo/w%2F{i}", body(i), {"Authorization": f"Bearer {i}"})
+            for i in range(40)
+        ]
+        responses = await asyncio.gather(*sends)
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    seen = [orjson.loads(r.body) for r in responses]
+    assert [r.status for r in responses] == [200] * 40
+    for i, data in enumerate(seen):
+        assert (data["method"], data["path"], data["body"]) == ("PATCH", f"/echo/w%2F{i}", body(i).decode())
+        assert (data["auth"], data["team"]) == (f"Bearer {i}", "ops")
+    # Both workers sent: their connections are not one process's pool of at most 8 / 2 + 2.
+    assert len({data["port"] for data in seen}) > 6
+    # close() ends the workers.
+    assert not any(alive(pid) for pid in pids)
+
+
+async def test_status_retry_after_and_body_come_back_from_the_worker(server: str) -> None:
+    async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
+        resp = await transport.send("PUT", f"{server}/busy", None)
+    assert (resp.status, resp.retry_after, len(resp.body)) == (429, "7", BODY_KEEP)
+
+
+async def test_network_errors_are_transport_errors_of_the_same_kind(server: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    async with ProcessTransport(processes=2, limit=2, timeout=0.3) as transport:
+        with pytest.raises(TransportError) as refused:
+            await transport.send("PATCH", f"http://127.0.0.1:{closed_port}/x", b"{}")
+        with pytest.raises(TransportError) as slow:
+            await transport.send("PATCH", f"{server}/hold", b"{}")
+    assert refused.value.kind == "connect"
+    assert slow.value.kind == "timeout"
+
+
+async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(server: str) -> None:
+    async with ProcessTransport(processes=1, limit=2, timeout=30) as transport:
+        HOLD.clear()
+        pending = asyncio.ensure_future(transport.send("PATCH", f"{server}/hold", b"{}"))
+        await HOLD.wait()  # the request is in flight, inside the worker
+        child = transport._children[0]
+        assert child.transport is not None
+        os.kill(child.transport.get_pid(), signal.SIGKILL)
+        with pytest.raises(WorkerError, match="worker process ended"):
+            await pending
+        with pytest.raises(WorkerError):
+            await transport.send("PATCH", f"{server}/echo/x", b"{}")
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="processes"):
+        ProcessTransport(processes=0, limit=1, timeout=1)
+
+
+async def test_a_run_with_worker_processes_applies_every_row_once(tmp_path: Path) -> None:
+    workloads = sample_workloads(300)
+    rows = "".join(f"{w['id']},renamed-{i}\n" for i, w in enumerate(workloads))
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + rows)
+    config = MockConfig(workloads=300, client_id="cid", client_secret="secret-77")
+    async with MockServer(config) as mock:
+        options = RunOptions(
+            input=str(source),
+            base_url=mock.url,
+            concurrency=16,
+            processes=2,
+            client_id="cid",
+            client_secret="secret-77",
+        )
+        result = await Run(options).execute()
+        assert mock.api.counters.tokens_issued == 1  # one token, shared by both workers' requests
+        assert mock.api.counters.requests == 300
+        for i, w in enumerate(workloads):
+            stored = mock.api.store.get(w["id"])
+            assert stored is not None and stored["name"] == f"renamed-{i}"
+    assert (result.tally.by_status["ok"], result.exit_code) == (300, 0)
+    ledger = (tmp_path / "in.csv.ledger.jsonl").read_text()
+    assert sorted(orjson.loads(line)["row"] for line in ledger.splitlines() if '"row"' in line) == list(
+        range(1, 301)
+    )
+    assert "secret-77" not in ledger
+
+
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of bulkpatch leaves no worker behind: they see their stdin close and exit."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)  # accepts connections, never answers: requests stay in flight
+        port = listener.getsockname()[1]
+        source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},n\n" for i in range(50)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", f"http://127.0.0.1:{port}",
+             "--processes", "2", "--concurrency", "4", "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            workers = _children_of(proc.pid, count=2, timeout=20)
+            proc.kill()
+            proc.wait(10)
+            deadline = time.monotonic() + 20
+            while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(alive(pid) for pid in workers)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def _children_of(pid: int, *, count: int, timeout: float) -> list[int]:
+    """The pids of ``pid``'s child processes, once there are ``count`` of them (Linux /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if not children.exists():
+            pytest.skip("needs Linux /proc")
+        found = [int(p) for p in children.read_text().split()]
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{count} worker processes did not start")
