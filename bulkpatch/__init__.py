@@ -18,6 +18,7 @@ from bulkpatch.errors import (
     InputError,
     LedgerMismatch,
     TransportError,
+    WorkerError,
 )
 from bulkpatch.ledger import LedgerIndex, RowResult, Status
 from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Rejected, Request
@@ -31,6 +32,7 @@ from bulkpatch.schema import Schema, WorkloadPatch
 from bulkpatch.sender import Sender
 from bulkpatch.stats import Tally
 from bulkpatch.transport import AiohttpTransport, Response, Transport
+from bulkpatch.worker_processes import ProcessTransport
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "Mapper",
     "Pacer",
     "PathTemplate",
+    "ProcessTransport",
     "Record",
     "Rejected",
     "Request",
@@ -64,6 +67,7 @@ __all__ = [
     "Tally",
     "Transport",
     "TransportError",
+    "WorkerError",
     "WorkloadPatch",
     "__version__",
     "dry_run",

@@ -50,3 +50,7 @@ class TransportError(BulkPatchError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class WorkerError(BulkPatchError):
+    """A worker process (``--processes``) could not be started or ended unexpectedly."""

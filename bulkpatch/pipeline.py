@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpatch.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
-from bulkpatch.errors import AuthError, ConfigError, InputError
+from bulkpatch.errors import AuthError, ConfigError, InputError, WorkerError
 from bulkpatch.ledger import LedgerIndex, LedgerWriter, RowResult, Status, input_identity, open_ledger
 from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request
 from bulkpatch.options import RunOptions
@@ -31,7 +31,7 @@ from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
 from bulkpatch.transport import AiohttpTransport, Transport
-from bulkpatch.worker_processes import ProcessTransport, WorkerError
+from bulkpatch.worker_processes import ProcessTransport
 
 #: open files beyond one per connection: input, ledger, log, stdio, the token endpoint
 _SPARE_FILES = 32

@@ -27,22 +27,18 @@ from typing import Any, cast
 
 import orjson
 
-from bulkpatch.errors import BulkPatchError, TransportError
+from bulkpatch.errors import BulkPatchError, TransportError, WorkerError
 from bulkpatch.transport import AiohttpTransport, Response
 
 # frame = u32 length of what follows, then the fields below, then their bytes
 _LEN = struct.Struct("<I")
 # request: id, method length, url length, body length (-1: no body), headers length
-_REQUEST = struct.Struct("<IBHiH")
+_REQUEST = struct.Struct("<IBIiI")
 # response: id, status (-1: transport error), then two strings: Retry-After and body, or, for a
 # transport error, its kind and message
-_RESPONSE = struct.Struct("<IhHI")
+_RESPONSE = struct.Struct("<IhII")
 _NO_BODY = -1
 _STOP_GRACE = 5.0
-
-
-class WorkerError(BulkPatchError):
-    """A worker process could not be started or ended unexpectedly."""
 
 
 class _Frames:
