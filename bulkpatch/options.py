@@ -73,6 +73,14 @@ class RunOptions:
         for name in self.headers:
             if name.lower() in _HOP_HEADERS:
                 raise ConfigError(f"-H {name} is set by bulkpatch itself and cannot be overridden")
+        secrets = {
+            "BULKPATCH_TOKEN": self.token,
+            "BULKPATCH_CLIENT_ID": self.client_id,
+            "BULKPATCH_CLIENT_SECRET": self.client_secret,
+        }
+        for what, text in [*secrets.items(), *((f"-H {n}", f"{n}: {v}") for n, v in self.headers.items())]:
+            if text and not _is_text(text):
+                raise ConfigError(f"{what} holds bytes that are not UTF-8 text")
         if self.token and (self.client_id or self.client_secret):
             raise ConfigError(
                 "set either BULKPATCH_TOKEN or BULKPATCH_CLIENT_ID/BULKPATCH_CLIENT_SECRET, not both"
@@ -106,6 +114,15 @@ def parse_header(text: str) -> tuple[str, str]:
     if "\r" in value or "\n" in value:
         raise ConfigError(f"-H {name}: the value must be one line")
     return name, value.strip()
+
+
+def _is_text(value: str) -> bool:
+    """False for strings that carry undecodable bytes (as surrogates) from argv or environ."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _positive(option: str, value: float) -> None:

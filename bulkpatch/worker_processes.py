@@ -87,6 +87,15 @@ class _Outbox:
             self._write(data)
 
 
+def _bytes(text: str) -> bytes:
+    # Header values may hold undecodable bytes (kept as surrogates): never fail over them.
+    return text.encode("utf-8", "replace")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 def _request_frame(rid: int, method: str, url: str, body: bytes | None, headers: bytes) -> bytes:
     m, u = method.encode(), url.encode()
     b = body if body is not None else b""
@@ -132,9 +141,9 @@ class _Child(asyncio.SubprocessProtocol):
         if future is None or future.done():
             return  # the caller gave up on it (cancelled)
         if status < 0:
-            future.set_exception(TransportError(first.decode(), second.decode()))
+            future.set_exception(TransportError(_text(first), _text(second)))
         else:
-            future.set_result(Response(status, first.decode() if first else None, second))
+            future.set_result(Response(status, _text(first) if first else None, second))
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -320,9 +329,9 @@ class _Worker(asyncio.Protocol):
         try:
             response = await self._transport.send(method, url, body, headers)
         except TransportError as exc:
-            self._out.put(_response_frame(rid, -1, exc.kind.encode(), str(exc).encode()))
+            self._out.put(_response_frame(rid, -1, _bytes(exc.kind), _bytes(str(exc))))
             return
-        retry_after = (response.retry_after or "").encode("latin-1", "replace")
+        retry_after = _bytes(response.retry_after or "")
         self._out.put(_response_frame(rid, response.status, retry_after, response.body))
 
     async def finish(self) -> None:

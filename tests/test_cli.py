@@ -63,6 +63,7 @@ def test_help_lists_the_commands() -> None:
         (["run", "m.csv", "--base-url", "http://127.0.0.1:9", "-H", "Authorization Bearer x"], "-H takes"),
         (["report", "missing.ledger.jsonl"], "no ledger at"),
         (["run", "m.csv", "--processes", "0"], "Invalid value for '--processes'"),
+        (["run", "m.csv", "--base-url", "http://127.0.0.1:9", "-H", "X-A: \udcff"], "not UTF-8 text"),
         (
             ["run", "m.csv", "--base-url", "http://127.0.0.1:9", "--processes", "5", "--concurrency", "4"],
             "--processes 5 is more than --concurrency 4",
@@ -81,6 +82,15 @@ def test_usage_errors_are_one_line_exit_2_and_send_nothing(
     assert "Bearer x" not in result.stderr
     no_traceback(result)
     assert not (tmp_path / "m.csv.ledger.jsonl").exists()
+
+
+def test_undecodable_secrets_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    source = migration(tmp_path, 1)
+    result = invoke(
+        "run", str(source), "--base-url", "http://127.0.0.1:9", env={"BULKPATCH_TOKEN": "tok\udcff"}
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "bulkpatch: error: BULKPATCH_TOKEN holds bytes that are not UTF-8 text"
 
 
 def test_run_applies_every_row_then_resume_sends_nothing(tmp_path: Path, mock: ThreadedMock) -> None:
