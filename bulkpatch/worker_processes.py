@@ -39,6 +39,7 @@ _REQUEST = struct.Struct("<IBIiI")
 _RESPONSE = struct.Struct("<IhII")
 _NO_BODY = -1
 _STOP_GRACE = 5.0
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Frames:
@@ -199,6 +200,9 @@ class ProcessTransport:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         config = orjson.dumps(self._config)
+        # The workers import this very copy of bulkpatch, wherever it was imported from.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         for _ in range(self._processes):
             try:
                 _, child = await loop.subprocess_exec(
@@ -209,6 +213,7 @@ class ProcessTransport:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
+                    env=env,
                 )
             except OSError as exc:
                 raise WorkerError(f"cannot start a worker process: {exc.strerror}") from None

@@ -135,6 +135,13 @@ async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(server:
             await transport.send("PATCH", f"{server}/echo/x", b"{}")
 
 
+async def test_a_worker_that_cannot_start_is_a_worker_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
+        with pytest.raises(WorkerError, match="cannot start a worker process"):
+            await transport.start()
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="processes"):
         ProcessTransport(processes=0, limit=1, timeout=1)
