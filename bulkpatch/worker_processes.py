@@ -150,13 +150,13 @@ class _Child(asyncio.SubprocessProtocol):
         if not self.exited.done():
             self.exited.set_result(None)
         if self.pending:
-            error = WorkerError(f"a worker process ended unexpectedly{self._why()}")
+            error = WorkerError(f"a worker process ended unexpectedly{self.why()}")
             for future in self.pending.values():
                 if not future.done():
                     future.set_exception(error)
             self.pending.clear()
 
-    def _why(self) -> str:
+    def why(self) -> str:
         lines = self.error_tail.decode("utf-8", "replace").strip().splitlines()
         return f": {lines[-1]}" if lines else ""
 
@@ -232,7 +232,7 @@ class ProcessTransport:
             await self.start()
         child = min(self._children, key=_load)
         if child.exited.done():
-            raise WorkerError(f"a worker process ended unexpectedly{child._why()}")
+            raise WorkerError(f"a worker process ended unexpectedly{child.why()}")
         rid = next(self._ids)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         child.pending[rid] = future
@@ -251,7 +251,8 @@ class ProcessTransport:
         await self.close()
 
     async def close(self) -> None:
-        """Close the workers' stdin; wait for them to finish what they hold, then end them."""
+        """Close the workers' stdin (they drop what they still hold, and exit); wait for them,
+        and kill one that has not exited within a few seconds."""
         self._closed = True
         if self._started is not None and not self._started.done():
             self._started.cancel()
