@@ -165,6 +165,12 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         f" {tally.attempts - sent_rows:,} resent); already done before this run: {result.already_done:,}"
     )
     _print_details(console, tally)
+    if _cpu_bound(result):
+        console.print(
+            "bulkpatch used a whole CPU core (the API kept up): --processes 2 may go faster",
+            highlight=False,
+            markup=False,
+        )
     console.print(f"ledger: {result.ledger_path}", highlight=False)
     if result.interrupted:
         console.print(f"resume with: {_shell(command)}", highlight=False, markup=False)
@@ -181,6 +187,16 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
             highlight=False,
             markup=False,
         )
+
+
+def _cpu_bound(result: RunResult) -> bool:
+    """True when one process, not the API, set the pace of a run long enough to tell."""
+    return (
+        result.processes == 1
+        and result.elapsed >= 5.0
+        and result.cpu_s >= 0.9 * result.elapsed
+        and (os.cpu_count() or 1) > 1
+    )
 
 
 def print_report(console: Console, tally: Tally, ledger: str) -> None:

@@ -62,6 +62,10 @@ class RunResult:
     limited: bool = False
     #: rows read from the input by this run (sent, recorded or skipped)
     rows_read: int = 0
+    #: CPU seconds this process used while sending (worker processes not included)
+    cpu_s: float = 0.0
+    #: the --processes the run used
+    processes: int = 1
 
     @property
     def exit_code(self) -> int:
@@ -170,11 +174,13 @@ class Run:
                 on_retry=self._retry_scheduled,
             )
             self.started = time.monotonic()
+            cpu_started = time.process_time()
             writer.write_event("run", event="start", options=_loggable(options))
             interrupted = await self._drive(
                 self._work(records, mapper, writer, index), sender, writer, index, handle_signals
             )
             elapsed = time.monotonic() - self.started
+            cpu = time.process_time() - cpu_started
             writer.write_event(
                 "run",
                 event="interrupted" if interrupted else "end",
@@ -199,6 +205,8 @@ class Run:
             rows_read=self.rows_read,
             input=options.input,
             limited=self.limited,
+            cpu_s=cpu,
+            processes=options.processes,
         )
 
     async def _drive(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
+import pytest
 from fakes import FakeClock, write
 from rich.console import Console
 
@@ -82,3 +84,20 @@ def test_summary_after_a_canary_run_says_how_to_go_on() -> None:
     )
     assert "stopped at --limit; go on with: bulkpatch run a.csv" in out.getvalue()
     assert "--limit 10" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("cpu_s", "processes", "cores", "hint"),
+    [(9.5, 1, 2, True), (4.0, 1, 2, False), (9.5, 2, 2, False), (9.5, 1, 1, False)],
+)
+def test_summary_suggests_processes_only_when_one_core_set_the_pace(
+    monkeypatch: pytest.MonkeyPatch, cpu_s: float, processes: int, cores: int, hint: bool
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    state = dict.fromkeys(Status, 0)
+    result = RunResult(
+        Tally(), state, 0, 10.0, False, "a.csv.ledger.jsonl", input="a.csv", cpu_s=cpu_s, processes=processes
+    )
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "a.csv"])
+    assert ("--processes 2 may go faster" in out.getvalue()) is hint
