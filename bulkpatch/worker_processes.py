@@ -233,7 +233,7 @@ class ProcessTransport:
         child = min(self._children, key=_load)
         if child.exited.done():
             raise WorkerError(f"a worker process ended unexpectedly{child.why()}")
-        rid = next(self._ids)
+        rid = next(self._ids) & 0xFFFF_FFFF  # a u32 on the wire; wraps after 4 billion requests
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         child.pending[rid] = future
         assert child.outbox is not None
