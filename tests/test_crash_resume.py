@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from fakes import ThreadedMock, write
 
 from bulkpatch.ledger import LedgerIndex, Status
@@ -24,11 +25,11 @@ ROWS = 6000
 CONCURRENCY = 32
 
 
-def start(source: Path, mock: ThreadedMock) -> subprocess.Popen[bytes]:
+def start(source: Path, mock: ThreadedMock, processes: int = 1) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
     command = [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", mock.url]
     return subprocess.Popen(
-        [*command, "--concurrency", str(CONCURRENCY), "--no-progress"],
+        [*command, "--concurrency", str(CONCURRENCY), "--processes", str(processes), "--no-progress"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -59,15 +60,16 @@ def check_all_applied(mock: ThreadedMock, source: Path) -> None:
     assert index.counts()[Status.OK] == ROWS
 
 
-def test_sigkill_then_resume_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_then_resume_loses_nothing(tmp_path: Path, processes: int) -> None:
     source, config = fleet(tmp_path)
     with ThreadedMock(config) as mock:
-        proc = start(source, mock)
+        proc = start(source, mock, processes)
         wait_until(lambda: sum(mock.api.counters.patches.values()) >= ROWS * 0.4)
         proc.kill()
         proc.communicate(timeout=10)
         assert proc.returncode == -signal.SIGKILL
-        resumed = start(source, mock)
+        resumed = start(source, mock, processes)
         _, err = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, err.decode()
         check_all_applied(mock, source)
