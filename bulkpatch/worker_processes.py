@@ -34,10 +34,12 @@ from bulkpatch.transport import AiohttpTransport, Response
 _LEN = struct.Struct("<I")
 # request: id, method length, url length, body length (-1: no body), headers length
 _REQUEST = struct.Struct("<IBIiI")
-# response: id, status (-1: transport error), then two strings: Retry-After and body, or, for a
-# transport error, its kind and message
+# response: id, status (-1: transport error, -2: the worker failed), then two strings: Retry-After
+# and body, or, for a transport error, its kind and message, or, for a failed worker, "" and why
 _RESPONSE = struct.Struct("<IhII")
 _NO_BODY = -1
+_TRANSPORT_ERROR = -1
+_WORKER_ERROR = -2
 _STOP_GRACE = 5.0
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +143,9 @@ class _Child(asyncio.SubprocessProtocol):
         future = self.pending.pop(rid, None)
         if future is None or future.done():
             return  # the caller gave up on it (cancelled)
-        if status < 0:
+        if status == _WORKER_ERROR:
+            future.set_exception(WorkerError(f"a worker process failed: {_text(second)}"))
+        elif status == _TRANSPORT_ERROR:
             future.set_exception(TransportError(_text(first), _text(second)))
         else:
             future.set_result(Response(status, _text(first) if first else None, second))
@@ -335,7 +339,11 @@ class _Worker(asyncio.Protocol):
         try:
             response = await self._transport.send(method, url, body, headers)
         except TransportError as exc:
-            self._out.put(_response_frame(rid, -1, _bytes(exc.kind), _bytes(str(exc))))
+            self._out.put(_response_frame(rid, _TRANSPORT_ERROR, _bytes(exc.kind), _bytes(str(exc))))
+            return
+        except Exception as exc:  # a bug, not the network: the parent must not wait forever
+            message = f"{type(exc).__name__}: {exc}"
+            self._out.put(_response_frame(rid, _WORKER_ERROR, b"", _bytes(message)))
             return
         retry_after = _bytes(response.retry_after or "")
         self._out.put(_response_frame(rid, response.status, retry_after, response.body))
@@ -360,7 +368,8 @@ async def _serve() -> None:
 
 
 def _main() -> None:
-    # Ctrl-C reaches the whole process group: the parent decides, workers finish what they hold.
+    # Ctrl-C reaches the whole process group: the parent decides when to stop; a worker ends when
+    # its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:

@@ -135,6 +135,14 @@ async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(server:
             await transport.send("PATCH", f"{server}/echo/x", b"{}")
 
 
+async def test_an_unexpected_error_in_a_worker_is_reported_not_waited_for(server: str) -> None:
+    async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
+        with pytest.raises(WorkerError, match="a worker process failed: ValueError"):
+            await transport.send("PATCH", "http://[::1/x", b"{}")  # not a URL: yarl raises
+        resp = await transport.send("PATCH", f"{server}/echo/x", b"{}")  # the worker goes on
+    assert resp.status == 200
+
+
 async def test_a_worker_that_cannot_start_is_a_worker_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
