@@ -184,7 +184,7 @@ class ProcessTransport:
             raise ValueError(f"processes must be at least 1, got {processes}")
         self._processes = processes
         self._config = {
-            "limit": max(1, -(-limit // processes)) + 2,
+            "limit": -(-limit // processes) + 2,  # ceil(limit / processes), and room for a token request
             "timeout": timeout,
             "headers": dict(headers or {}),
         }
@@ -302,11 +302,13 @@ class _Worker(asyncio.Protocol):
         self._frames.feed(data)
 
     def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_result(None)
+        self._end()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
 
