@@ -16,17 +16,17 @@ from bulkpatch.errors import (
     BulkPatchError,
     ConfigError,
     InputError,
-    LedgerMismatch,
     TransportError,
     WorkerError,
 )
-from bulkpatch.ledger import LedgerIndex, RowResult, Status
+from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Rejected, Request
 from bulkpatch.options import RunOptions
 from bulkpatch.pacing import Pacer
 from bulkpatch.pipeline import DryRunResult, Run, RunResult, dry_run
 from bulkpatch.reader import Format, InputFile, Record
 from bulkpatch.report import summarise, write_failed
+from bulkpatch.resume import LedgerIndex, RetryFailed
 from bulkpatch.retry import RetryPolicy
 from bulkpatch.schema import Schema, WorkloadPatch
 from bulkpatch.sender import Sender
@@ -47,7 +47,6 @@ __all__ = [
     "InputError",
     "InputFile",
     "LedgerIndex",
-    "LedgerMismatch",
     "Mapper",
     "Pacer",
     "PathTemplate",
@@ -56,6 +55,7 @@ __all__ = [
     "Rejected",
     "Request",
     "Response",
+    "RetryFailed",
     "RetryPolicy",
     "RowResult",
     "Run",

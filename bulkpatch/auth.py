@@ -86,6 +86,7 @@ class ClientCredentials:
         *,
         clock: Callable[[], float] = time.time,
         on_renew: Callable[[float], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client id and client secret must both be set")
@@ -95,6 +96,9 @@ class ClientCredentials:
         self._basic = "Basic " + base64.b64encode(pair).decode("ascii")
         self._clock = clock
         self._on_renew = on_renew
+        self._on_token = on_token
+        if on_token is not None:
+            on_token(self._basic.removeprefix("Basic "))
         self._value: str | None = None
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
@@ -117,6 +121,8 @@ class ClientCredentials:
                 return self._value
             self._value = None
             token, lifetime = await self._fetch()
+            if self._on_token is not None:
+                self._on_token(token)
             now = self._clock()
             self._value = f"Bearer {token}"
             self._renew_at = now + lifetime - min(RENEW_MARGIN, lifetime / 4)
@@ -160,6 +166,9 @@ def _parse_token(raw: bytes, where: str, now: float) -> tuple[str, float]:
         raise AuthError(f"{where} answered 200 without an access_token") from None
     if not isinstance(token, str) or not token:
         raise AuthError(f"{where} answered an empty access_token")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        # It goes into a header: a newline there would break (or forge) the request.
+        raise AuthError(f"{where} answered an access_token that is not a valid header value")
     lifetime = 3600.0
     if isinstance(data.get("expires_on"), (int, float)):
         lifetime = float(data["expires_on"]) - now

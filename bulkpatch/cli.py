@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -27,6 +27,7 @@ from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.options import RunOptions, parse_header
 from bulkpatch.pipeline import Run, RunResult
 from bulkpatch.pipeline import dry_run as dry_run_rows
+from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
 T = TypeVar("T")
@@ -61,12 +62,43 @@ class _Group(click.Group):
             _fail(f"bulkpatch: error: {exc}", 1)
         except KeyboardInterrupt:
             _fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # stdout went away (`bulkpatch report … | head -1`): what was asked is done.
+            _quiet_stdout()
+            sys.exit(rv if isinstance(rv, int) else 1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(message, err=True)
+    with contextlib.suppress(OSError):
+        click.echo(message, err=True)
     sys.exit(code)
+
+
+def _ensure_std_streams() -> None:
+    """Give a closed stdin, stdout or stderr (``<&-``, ``>&-``) /dev/null instead.
+
+    Otherwise the next file opened takes the free descriptor 0, 1 or 2, and whatever writes to
+    "stdout" then writes into it (uvloop aborts the process on it).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            name = ("stdin", "stdout", "stderr")[fd]
+            mode = "r" if fd == 0 else "w"
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE on stdout: send the rest to /dev/null so that exiting does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -160,7 +192,27 @@ def cli() -> None:
     "-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra header; repeatable."
 )
 @click.option("--ledger", help="The run's ledger.  [default: INPUT.ledger.jsonl]")
-@click.option("--retry-failed", is_flag=True, help="Also resend rows whose latest ledger record is failed.")
+@click.option(
+    "--retry-failed",
+    type=click.Choice([RetryFailed.TRANSIENT.value, RetryFailed.ALL.value]),
+    is_flag=False,
+    flag_value=RetryFailed.TRANSIENT.value,
+    default=None,
+    help="Also resend failed rows: transient failures (5xx, 429, timeouts, connection errors;"
+    " the default) or, with --retry-failed=all, 4xx refusals too.",
+)
+@click.option(
+    "--retry-unsafe",
+    is_flag=True,
+    help="Resend a POST after a timeout or dropped connection, although it may have been applied.",
+)
+@click.option(
+    "--max-outage",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds the API may refuse every connection before the run stops (rows left unsent).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -199,7 +251,9 @@ def run(
     timeout: float,
     headers: tuple[str, ...],
     ledger: str | None,
-    retry_failed: bool,
+    retry_failed: str | None,
+    retry_unsafe: bool,
+    max_outage: float,
     limit: int | None,
     dry_run: bool,
     token_url: str | None,
@@ -214,8 +268,13 @@ def run(
       BULKPATCH_TOKEN                                  sent as "Authorization: Bearer ..."
       BULKPATCH_CLIENT_ID + BULKPATCH_CLIENT_SECRET    OAuth2 client credentials
 
-    Exit status: 0 every row ok or skipped; 1 some row failed or invalid; 2 bad usage or
-    configuration (nothing sent); 130 interrupted (the ledger is flushed; run again to resume).
+    A row is skipped as done only when the ledger holds an answer to the very request it maps
+    to now (same URL and body); rows of one key are sent in input order.
+
+    Exit status: 0 every row ok, skipped or unchanged; 1 some row failed or invalid, or the run
+    stopped early because every row left would fail (API unreachable, the first rows all failed
+    alike); 2 bad usage or configuration, or credentials rejected (nothing more sent); 130
+    interrupted (the ledger is flushed; run again to resume).
     """
 
     options = RunOptions(
@@ -232,7 +291,9 @@ def run(
         timeout=timeout,
         headers=dict(parse_header(h) for h in headers),
         ledger=ledger,
-        retry_failed=retry_failed,
+        retry_failed=RetryFailed(retry_failed or RetryFailed.NONE),
+        retry_unsafe=retry_unsafe,
+        max_outage=max_outage,
         limit=limit,
         dry_run=dry_run,
         token=os.environ.get("BULKPATCH_TOKEN") or None,
@@ -251,12 +312,34 @@ def run(
     # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
     # sweeps, which otherwise rescan it all on every full collection (~2% of throughput).
     gc.freeze()
-    with _event_log(log_json) as events:
-        result = run_async(_run_with_progress(Run(options, events=events), err, live=live, quiet=quiet))
+
+    def notice(line: str) -> None:
+        err.print(f"bulkpatch: {line}", markup=False, highlight=False, soft_wrap=True)
+
     from bulkpatch.display import print_summary
 
-    print_summary(out, result, command=command)
+    with _event_log(log_json) as events:
+        try:
+            result = run_async(
+                _run_with_progress(Run(options, events=events, notice=notice), err, live=live, quiet=quiet)
+            )
+        except BulkPatchError as exc:
+            # The run stopped early: show what it did, then why (one line), then exit.
+            partial = exc.result
+            if isinstance(partial, RunResult):
+                _print_safely(lambda: print_summary(out, partial, command=command))
+            raise
+    _print_safely(lambda: print_summary(out, result, command=command))
     return result.exit_code
+
+
+def _print_safely(show: Callable[[], None]) -> None:
+    """Print to stdout; a reader that went away (``| head -1``) does not change the exit status."""
+    try:
+        show()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
 
 
 async def _run_with_progress(run: Run, console: Console, *, live: bool, quiet: bool) -> RunResult:
@@ -280,7 +363,7 @@ def _event_log(path: str | None) -> Any:
         yield None
         return
     try:
-        sink: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed below
+        sink: IO[bytes] = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
     except OSError as exc:
         raise ConfigError(f"cannot open --log-json {path!r}: {exc.strerror}") from None
 
@@ -499,4 +582,5 @@ def _demo(folder: Path, progress: bool | None) -> int:
 
 def main() -> None:
     """Console-script entry point."""
+    _ensure_std_streams()
     cli.main(prog_name="bulkpatch")

@@ -4,11 +4,18 @@ Everything raised on purpose derives from one root::
 
     BulkPatchError
     ├── ConfigError        bad flag, option, environment or template: exit 2, nothing sent
-    │   └── LedgerMismatch the ledger belongs to another input or path template
     ├── AuthError          the token endpoint refused or failed: exit 2
+    │   └── CredentialsRejected  the API answered 401 (or 403 before any success): exit 2
     ├── InputError         the input file broke off mid-way (truncated gzip, I/O error): exit 1
     ├── LedgerError        the ledger cannot be written (disk full): the run stops, exit 1
-    └── TransportError     one HTTP attempt failed below HTTP (connect, timeout, dropped)
+    ├── RunStopped         every row left would fail: the run stops early, exit 1
+    │   ├── ApiUnreachable the API could not be reached for longer than --max-outage
+    │   └── WrongTarget    the first rows sent all failed alike (wrong --base-url or --path?)
+    ├── TransportError     one HTTP attempt failed below HTTP (connect, timeout, dropped)
+    └── WorkerError        a worker process (--processes) could not start or died
+
+A run that stops early leaves the rows it did not finish unrecorded: the same command, once the
+cause is fixed, sends them.
 
 Row-level problems (a bad CSV record, a failed validation) are not exceptions to the caller:
 they become ``invalid`` ledger records and the run goes on.
@@ -20,17 +27,20 @@ from __future__ import annotations
 class BulkPatchError(Exception):
     """Root of every exception bulkpatch raises on purpose."""
 
+    #: for an error that stopped a run: what the run did until then (a ``RunResult``)
+    result: object | None = None
+
 
 class ConfigError(BulkPatchError):
     """A flag, option, environment variable or template is wrong; nothing was sent."""
 
 
-class LedgerMismatch(ConfigError):
-    """The ledger was written for a different input file or path template."""
-
-
 class AuthError(BulkPatchError):
     """No usable token could be obtained from the token endpoint."""
+
+
+class CredentialsRejected(AuthError):
+    """The API refused the credentials themselves: every row would fail the same way."""
 
 
 class InputError(BulkPatchError):
@@ -39,6 +49,18 @@ class InputError(BulkPatchError):
 
 class LedgerError(BulkPatchError):
     """The ledger could not be written; the run stopped so that no outcome goes unrecorded."""
+
+
+class RunStopped(BulkPatchError):
+    """The run stopped early because the rows left would all fail."""
+
+
+class ApiUnreachable(RunStopped):
+    """No connection to the API could be made for longer than the outage allowance."""
+
+
+class WrongTarget(RunStopped):
+    """The first rows sent all failed with the same status: the URL is probably wrong."""
 
 
 class TransportError(BulkPatchError):

@@ -38,6 +38,8 @@ class Request:
     path: str
     #: the JSON body, or None for a method without one
     body: bytes | None
+    #: fingerprint of method, URL and body (see ``resume.fingerprint``); 0 until the run sets it
+    fp: int = 0
 
 
 @dataclass(slots=True)
@@ -162,17 +164,23 @@ class Mapper:
         if fields is None:
             return Rejected(record.row, record.line, "", "invalid", record.error or "unreadable")
         values: list[str] = []
-        missing = None
+        problem = None
         for name in self._placeholders:
             value = fields.get(name)
             if type(value) is not str:
-                value = "" if value is None or isinstance(value, (dict, list)) else _scalar_text(value)
-            if not value:
-                missing = missing or name
+                # Only exact values make a path: a JSON float (1e2, or an integer too large for
+                # 64 bits, which the parser turns into one) or a boolean would name another id.
+                if type(value) is int:
+                    value = str(value)
+                else:
+                    problem = problem or (f"missing {name}" if value is None else f"{name} is {_kind(value)}")
+                    value = ""
+            elif not value.strip():
+                problem = problem or (f"missing {name}" if not value else f"{name} is blank")
             values.append(value)
         key = values[0] if len(values) == 1 else "/".join(values)
-        if missing is not None:
-            return Rejected(record.row, record.line, key, "invalid", f"missing {missing}")
+        if problem is not None:
+            return Rejected(record.row, record.line, key, "invalid", problem)
         if self.format is Format.CSV:
             body = self._csv_body(fields)
         else:
@@ -207,7 +215,10 @@ class Mapper:
         return body
 
 
-def _scalar_text(value: object) -> str:
+def _kind(value: object) -> str:
+    """How a value that cannot name a path segment reads in a reason."""
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        return "a boolean, not a string or an integer"
+    if isinstance(value, float):
+        return f"the number {value!r}, not a string or an exact integer"
+    return f"a JSON {'object' if isinstance(value, dict) else 'array'}, not a string or an integer"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.mapping import DEFAULT_PATH
+from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
 _METHODS = frozenset({"PATCH", "PUT", "POST", "DELETE", "GET"})
@@ -31,7 +34,12 @@ class RunOptions:
     timeout: float = 30.0
     headers: dict[str, str] = field(default_factory=dict)
     ledger: str | None = None
-    retry_failed: bool = False
+    #: which failed rows to send again: none, transient ones (5xx, 429, timeouts...), or all
+    retry_failed: RetryFailed = RetryFailed.NONE
+    #: resend a POST after a timeout or dropped connection, although it may have been applied
+    retry_unsafe: bool = False
+    #: seconds the API may stay unreachable (every connection refused) before the run stops
+    max_outage: float = 300.0
     #: handle at most this many rows not done yet, then stop (a canary run); None: all
     limit: int | None = None
     dry_run: bool = False
@@ -45,6 +53,10 @@ class RunOptions:
     grace: float = 8.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.retry_failed, bool):  # the library's old spelling: True meant "resend failed rows"
+            object.__setattr__(
+                self, "retry_failed", RetryFailed.ALL if self.retry_failed else RetryFailed.NONE
+            )
         if not self.dry_run and not self.base_url:
             raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
         if self.base_url:
@@ -56,6 +68,7 @@ class RunOptions:
         _positive("--concurrency", self.concurrency)
         _positive("--max-attempts", self.max_attempts)
         _positive("--timeout", self.timeout)
+        _positive("--max-outage", self.max_outage, zero=True)
         if self.rate is not None:
             _positive("--rate", self.rate)
         if self.limit is not None:
@@ -81,6 +94,16 @@ class RunOptions:
         for what, text in [*secrets.items(), *((f"-H {n}", f"{n}: {v}") for n, v in self.headers.items())]:
             if text and not _is_text(text):
                 raise ConfigError(f"{what} holds bytes that are not UTF-8 text")
+        for what, secret in secrets.items():
+            if secret is not None and (not secret.strip() or _CONTROL(secret)):
+                raise ConfigError(
+                    f"{what} must be one line of visible text (it is blank or holds control characters)"
+                )
+        if (self.token or self.client_id) and any(n.lower() == "authorization" for n in self.headers):
+            raise ConfigError(
+                "-H Authorization and BULKPATCH_TOKEN/BULKPATCH_CLIENT_ID both set the Authorization header;"
+                " keep one"
+            )
         if self.token and (self.client_id or self.client_secret):
             raise ConfigError(
                 "set either BULKPATCH_TOKEN or BULKPATCH_CLIENT_ID/BULKPATCH_CLIENT_SECRET, not both"
@@ -95,13 +118,35 @@ class RunOptions:
         return self.ledger or f"{self.input}.ledger.jsonl"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
+#: what stands before the last "@" of an authority: user and password, never to be echoed
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?/*)[^/?#]*@")
+
+
 def check_url(option: str, url: str) -> None:
-    """Refuse anything but an absolute http(s) URL without credentials in it."""
-    parts = urlsplit(url)
+    """Refuse anything but an absolute http(s) URL with a host, a valid port, and no credentials,
+    query or fragment. The URL is echoed in the error only with any credentials masked."""
+    shown = safe_url(url)
+    if _CONTROL(url) or " " in url.strip():
+        raise ConfigError(f"{option} must be a URL without spaces or control characters")
+    if "@" in url.split("?")[0].split("#")[0]:
+        raise ConfigError(f"{option} must not carry credentials ({shown}); use the environment variables")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{option} is not a valid URL ({shown}): {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{option} must be an http:// or https:// URL, got {url!r}")
-    if parts.username or parts.password:
-        raise ConfigError(f"{option} must not carry credentials; use the environment variables")
+        raise ConfigError(f"{option} must be an http:// or https:// URL, got {shown!r}")
+    if port == 0:
+        raise ConfigError(f"{option} has port 0 ({shown})")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise ConfigError(f"{option} must not have a ?query or #fragment ({shown}); put paths in --path")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with anything that may be a user name or password replaced by ``…``."""
+    return _USERINFO.sub(lambda m: m.group(1) + "…@", url)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -125,6 +170,6 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _positive(option: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{option} must be positive, got {value}")
+def _positive(option: str, value: float, *, zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{option} must be a {'' if zero else 'positive '}finite number, got {value}")

@@ -4,9 +4,13 @@
 input is never materialized and no task is created per row. Rows that cannot be sent are recorded
 by the generator itself; sent rows are recorded by the worker that sent them.
 
-Stopping: ``stop()`` (the first SIGINT/SIGTERM) ends intake; workers finish their current request
-within ``grace`` seconds, then are cancelled; a row that did not finish is left unrecorded, so the
-next run sends it again. A second signal cancels at once.
+A row whose request the ledger already answered (same row, same request fingerprint) is not sent
+again; a row of a key that is still in flight waits for it, so one key's rows land in input order.
+
+Stopping: ``stop()`` (the first SIGINT/SIGTERM/SIGHUP) ends intake; workers finish their current
+request within ``grace`` seconds, then are cancelled; a row that did not finish is left
+unrecorded, so the next run sends it again. A second signal cancels at once. A run also stops by
+itself when the answers say every row left would fail (see ``errors.RunStopped``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,12 +26,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpatch.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
-from bulkpatch.errors import AuthError, ConfigError, InputError, WorkerError
-from bulkpatch.ledger import LedgerIndex, LedgerWriter, RowResult, Status, input_identity, open_ledger
+from bulkpatch.errors import BulkPatchError, ConfigError, InputError, WrongTarget
+from bulkpatch.key_order import KeyOrder, SeenKeys
+from bulkpatch.ledger import LedgerWriter, RowResult, Status
 from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request
 from bulkpatch.options import RunOptions
+from bulkpatch.outage import OutageGate
 from bulkpatch.pacing import Pacer
 from bulkpatch.reader import Format, InputFile, Record
+from bulkpatch.redact import Redactor
+from bulkpatch.resume import (
+    LedgerIndex,
+    fingerprint,
+    input_identity,
+    open_ledger,
+    rejection_fingerprint,
+    request_prefix,
+)
 from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
@@ -37,6 +53,8 @@ from bulkpatch.worker_processes import ProcessTransport
 _SPARE_FILES = 32
 #: callback for attempt-level events: (event name, fields); fields never hold secrets
 EventSink = Callable[[str, dict[str, Any]], None]
+#: the first rows sent: when all of them fail with one status, the target is probably wrong
+WRONG_TARGET_ROWS = 50
 
 
 class _Interrupted(Exception):
@@ -66,6 +84,14 @@ class RunResult:
     cpu_s: float = 0.0
     #: the --processes the run used
     processes: int = 1
+    #: HTTP requests this run sent (token renewals' resends included)
+    requests: int = 0
+    #: rows whose slot in the ledger held another request (the input changed since)
+    changed: int = 0
+    #: keys that appeared on more than one row of the input read by this run
+    repeated_keys: int = 0
+    #: where the ledger of an earlier run was kept because the input had changed since
+    archived_ledger: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -94,26 +120,35 @@ class Run:
         transport: Transport | None = None,
         events: EventSink | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
         self._transport = transport
         self._events = events
+        self._notice = notice
         self._sleep_impl = sleep or asyncio.sleep
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
-        self._fatal: BaseException | None = None
+        self._fatal: BulkPatchError | None = None
         #: outcomes recorded so far by this run (read by progress displays)
         self.tally = Tally()
         #: rows being sent right now
         self.in_flight = 0
         self.sender: Sender | None = None
         self.already_done = 0
+        #: rows whose recorded request differs from the one they map to now
+        self.changed = 0
         self.rows_read = 0
         #: True when --limit ended intake before the end of the input
         self.limited = False
         self.source: InputFile | None = None
         self.pacer: Pacer | None = None
+        self.outage: OutageGate | None = None
         self.started = time.monotonic()
+        self._order = KeyOrder()
+        self._seen = SeenKeys()
+        #: (count, status, error) of the first rows sent while all of them failed alike
+        self._first_failures: tuple[int, int | None, str] | None = (0, None, "")
 
     def stop(self) -> None:
         """Stop taking rows; in-flight ones finish within the grace period."""
@@ -137,25 +172,32 @@ class Run:
         if self._stopping:
             self._stop_event.set()
         _ensure_open_files(options.concurrency + _SPARE_FILES)
+        redact = Redactor([options.token, options.client_secret, *options.headers.values()])
+        binding = {
+            "input": input_identity(options.input),
+            "path_template": options.path,
+            "method": options.method.upper(),
+        }
         source, mapper, records = _open_input(options)
         self.source = source
         own_transport = self._transport is None
         transport = self._transport or _transport_for(options)
-        writer: LedgerWriter | None = None
+        ledger = None
         try:
-            binding = {
-                "input": input_identity(options.input),
-                "format": source.format.value,
-                "path_template": options.path,
-                "method": options.method.upper(),
-            }
-            writer, index = open_ledger(options.ledger_path, binding)
+            binding["format"] = source.format.value
+            ledger = open_ledger(options.ledger_path, binding, input_name=options.input)
+            writer, index = ledger.writer, ledger.index
+            if ledger.archived is not None:
+                self._say(
+                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived},"
+                    f" starting a new one at {options.ledger_path}"
+                )
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
             if isinstance(transport, ProcessTransport):
                 await transport.start()
-            auth = self._auth(transport)
+            auth = self._auth(transport, redact)
             await auth.header()  # a bad secret stops the run here, before any row is sent
             self.pacer = Pacer(
                 options.concurrency,
@@ -163,6 +205,7 @@ class Run:
                 sleep=self._sleep,
                 on_change=self._pace_changed,
             )
+            self.outage = OutageGate(max_outage=options.max_outage, sleep=self._sleep, on_change=self._emit)
             self.sender = sender = Sender(
                 transport,
                 options.base_url or "",
@@ -172,30 +215,33 @@ class Run:
                 pacer=self.pacer,
                 sleep=self._sleep,
                 on_retry=self._retry_scheduled,
+                outage=self.outage,
+                redact=redact,
+                retry_unsafe=options.retry_unsafe,
             )
             self.started = time.monotonic()
             cpu_started = time.process_time()
-            writer.write_event("run", event="start", options=_loggable(options))
+            writer.write_event("run", event="start", pid=os.getpid(), options=_loggable(options))
+            prefix = request_prefix(options.method, options.base_url or "")
             interrupted = await self._drive(
-                self._work(records, mapper, writer, index), sender, writer, index, handle_signals
+                self._work(records, mapper, writer, index, prefix), sender, writer, index, handle_signals
             )
             elapsed = time.monotonic() - self.started
             cpu = time.process_time() - cpu_started
             writer.write_event(
                 "run",
-                event="interrupted" if interrupted else "end",
+                event="interrupted" if interrupted else "stopped" if self._fatal else "end",
                 elapsed_s=round(elapsed, 3),
+                requests=sender.requests,
                 **self.tally.as_dict(),
             )
         finally:
             source.close()
-            if writer is not None:
-                writer.close()
+            if ledger is not None:
+                ledger.close()
             if own_transport:
                 await transport.close()
-        if self._fatal is not None:
-            raise self._fatal
-        return RunResult(
+        result = RunResult(
             tally=self.tally,
             state=index.counts(),
             already_done=self.already_done,
@@ -207,7 +253,16 @@ class Run:
             limited=self.limited,
             cpu_s=cpu,
             processes=options.processes,
+            requests=sender.requests,
+            changed=self.changed,
+            repeated_keys=self._seen.repeated,
+            archived_ledger=ledger.archived,
         )
+        if self._fatal is not None:
+            # What the run did before it stopped goes with the error, for the summary.
+            self._fatal.result = result
+            raise self._fatal
+        return result
 
     async def _drive(
         self,
@@ -236,7 +291,7 @@ class Run:
 
         installed = []
         if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 # Not in the main thread (or not on Unix): no signal handling, and that is fine.
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, on_signal)
@@ -271,35 +326,48 @@ class Run:
         mapper: Mapper,
         writer: LedgerWriter,
         index: LedgerIndex,
+        prefix: bytes,
     ) -> Iterator[Request]:
         """Yield the requests to send; record rows that will not be sent."""
-        done = index.done_rows(retry_failed=self.options.retry_failed)
-        done_len = len(done)
+        done = index.done_mask(self.options.retry_failed)
+        codes, fps = index.codes, index.fps
+        known = len(done)
         tally_add = self.tally.add
+        seen_add = self._seen.add
         budget = self.options.limit
         try:
             for record in records:
                 if self._stopping:
                     return
+                mapped = mapper.map(record)
                 row = record.row
-                if row < done_len and done[row]:
-                    self.rows_read += 1
-                    self.already_done += 1
-                    continue
+                if type(mapped) is Request:
+                    fp = mapped.fp = fingerprint(prefix, mapped.path, mapped.body)
+                    seen_add(mapped.key)
+                else:
+                    assert isinstance(mapped, Rejected)
+                    fp = rejection_fingerprint(mapped.status, mapped.key, mapped.reason)
+                if row < known and codes[row]:
+                    if fps[row] == fp:
+                        if done[row]:
+                            self.rows_read += 1
+                            self.already_done += 1
+                            continue
+                    else:
+                        self.changed += 1
                 if budget is not None:
                     if budget == 0:
                         self.limited = True
                         return
                     budget -= 1
                 self.rows_read += 1
-                mapped = mapper.map(record)
                 if type(mapped) is Request:
                     yield mapped
                 else:
                     assert isinstance(mapped, Rejected)
-                    result = _unsent(mapped)
+                    result = _unsent(mapped, fp)
                     writer.write(result)
-                    index.set(row, result.status)
+                    index.set(result)
                     tally_add(result)
         except InputError as exc:
             # The file broke off (truncated gzip): finish the rows in flight, then report it.
@@ -311,20 +379,49 @@ class Run:
         send = sender.send
         write = writer.write
         tally_add = self.tally.add
+        order = self._order
         for request in work:
+            turn, before = order.take(request.key)
             self.in_flight += 1
             try:
+                if before is not None:
+                    await before.wait()
                 result = await send(request)
             except _Interrupted:
                 return
-            except (AuthError, WorkerError) as exc:
+            except BulkPatchError as exc:
                 self._fail(exc)
                 return
             finally:
                 self.in_flight -= 1
+                order.done(request.key, turn)
             write(result)
-            index.set(result.row, result.status)
+            index.set(result)
             tally_add(result)
+            if self._first_failures is not None:
+                self._watch_first(result)
+
+    def _watch_first(self, result: RowResult) -> None:
+        """Stop when the first rows sent all failed with one HTTP status: a wrong URL, most likely."""
+        assert self._first_failures is not None
+        count, status, error = self._first_failures
+        if (
+            result.status is not Status.FAILED
+            or result.http_status is None
+            or (count and status != result.http_status)
+        ):
+            self._first_failures = None
+            return
+        count += 1
+        self._first_failures = (count, result.http_status, error or result.error or "")
+        if count >= WRONG_TARGET_ROWS:
+            self._first_failures = None
+            self._fail(
+                WrongTarget(
+                    f"the first {count} rows sent all failed with HTTP {status} ({error}); "
+                    "check --base-url and --path"
+                )
+            )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, unless the run is stopping: then raise so the row stays unrecorded."""
@@ -343,7 +440,7 @@ class Run:
             await asyncio.wait_for(event.wait(), seconds)
             raise _Interrupted
 
-    def _auth(self, transport: Transport) -> Auth:
+    def _auth(self, transport: Transport, redact: Redactor) -> Auth:
         options = self.options
         if options.token:
             return BearerToken(options.token)
@@ -355,10 +452,15 @@ class Run:
                 options.client_id,
                 options.client_secret,
                 on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
+                on_token=redact.add,
             )
         return NoAuth()
 
-    def _fail(self, error: BaseException) -> None:
+    def _say(self, line: str) -> None:
+        if self._notice is not None:
+            self._notice(line)
+
+    def _fail(self, error: BulkPatchError) -> None:
         """Stop the run because of ``error``; ``execute`` raises it once in-flight rows are done."""
         self._fatal = error
         self.stop()
@@ -403,10 +505,10 @@ def dry_run(options: RunOptions, *, samples: int = 5) -> DryRunResult:
     return result
 
 
-def _unsent(rejected: Rejected) -> RowResult:
+def _unsent(rejected: Rejected, fp: int = 0) -> RowResult:
     """The ledger record of a row that was not sent."""
     status = Status(rejected.status)
-    return RowResult(rejected.row, rejected.line, rejected.key, status, None, 0, rejected.reason)
+    return RowResult(rejected.row, rejected.line, rejected.key, status, None, 0, rejected.reason, None, fp)
 
 
 def _open_input(options: RunOptions) -> tuple[InputFile, Mapper, Iterator[Record]]:
@@ -486,7 +588,9 @@ def _loggable(options: RunOptions) -> dict[str, Any]:
         "rate": options.rate,
         "max_attempts": options.max_attempts,
         "timeout": options.timeout,
-        "retry_failed": options.retry_failed,
+        "retry_failed": options.retry_failed.value,
+        "retry_unsafe": options.retry_unsafe,
+        "max_outage": options.max_outage,
         "limit": options.limit,
         "headers": sorted(options.headers),
         "auth": "token" if options.token else "client_credentials" if options.client_id else None,

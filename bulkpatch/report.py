@@ -12,8 +12,9 @@ from array import array
 from typing import IO, Any
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import LedgerIndex, RowResult, Status, iter_records
+from bulkpatch.ledger import RowResult, Status, iter_records
 from bulkpatch.reader import Format, InputFile, csv_line
+from bulkpatch.resume import LedgerIndex
 from bulkpatch.stats import Tally
 
 
@@ -28,8 +29,9 @@ def summarise(ledger: str | os.PathLike[str]) -> Tally:
         latest[row] = ordinal
     tally = Tally()
     for ordinal, data in enumerate(_row_records(ledger), start=1):
-        if latest[data["row"]] == ordinal:
-            tally.add(RowResult.from_json(data))
+        result = RowResult.from_json(data)
+        if latest[data["row"]] == ordinal and result is not None:
+            tally.add(result)
     return tally
 
 

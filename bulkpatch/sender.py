@@ -3,6 +3,12 @@
 The first attempt goes straight out; only a row whose first attempt asks for a retry enters
 tenacity's machinery (it costs ~17 us a call, a fifth of a request's whole budget at full speed).
 A 401 with renewable credentials renews the token and resends once without spending an attempt.
+
+Some answers say that *every* row would fail; they raise instead of failing the row, so the run
+stops with the row unrecorded: a 401 that no renewal cures, a 403 before any request succeeded
+(``CredentialsRejected``), and an API that cannot be reached for too long (``ApiUnreachable``,
+see ``outage.py``). A POST is not resent after the request may have reached the server (timeout,
+dropped connection) unless ``retry_unsafe``: it could be applied twice.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from bulkpatch.auth import Auth, NoAuth
-from bulkpatch.errors import TransportError
+from bulkpatch.errors import CredentialsRejected, TransportError
 from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Request
+from bulkpatch.outage import OutageGate
 from bulkpatch.pacing import Pacer
+from bulkpatch.redact import Redactor
 from bulkpatch.retry import (
     OVERLOAD_STATUSES,
     RetryPolicy,
@@ -60,6 +68,9 @@ class Sender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[Request, Attempt, float], None] | None = None,
+        outage: OutageGate | None = None,
+        redact: Redactor | None = None,
+        retry_unsafe: bool = False,
     ) -> None:
         self._transport = transport
         self._base = base_url.rstrip("/")
@@ -75,6 +86,14 @@ class Sender:
         self.retrying = 0
         self._static_headers: dict[str, str] | None = None
         self._static_ready = False
+        self._outage = outage or OutageGate(threshold=1 << 30, sleep=sleep, clock=clock)
+        self._redact = redact or Redactor()
+        #: a request that may have reached the server is not resent (a POST could apply twice)
+        self._resend_unsure = retry_unsafe or self._method != "POST"
+        #: HTTP requests sent so far, token renewals' resends included
+        self.requests = 0
+        #: rows answered 2xx so far
+        self.succeeded = 0
 
     async def send(self, request: Request) -> RowResult:
         started = self._clock()
@@ -90,11 +109,16 @@ class Sender:
             last, attempts, sent = first, 1, first.sent
         ms = round((self._clock() - started) * 1000.0, 2)
         if last.status is not None and 200 <= last.status < 300:
-            return RowResult(request.row, request.line, request.key, Status.OK, last.status, sent, None, ms)
+            self.succeeded += 1
+            return RowResult(
+                request.row, request.line, request.key, Status.OK, last.status, sent, None, ms, request.fp
+            )
         error = last.error or "failed"
         if last.retryable:
             error = f"{error} (gave up after {attempts} attempts)"
-        return RowResult(request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms)
+        return RowResult(
+            request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms, request.fp
+        )
 
     async def _retry(self, request: Request, url: str, first: Attempt) -> tuple[Attempt, int, int]:
         replay = [first]
@@ -141,10 +165,14 @@ class Sender:
         if not pacer.try_acquire():
             await pacer.acquire()
         try:
-            response = await self._transport.send(self._method, url, body, headers)
+            response = await self._exchange(url, body, headers)
         except TransportError as exc:
             pacer.release()
-            return Attempt(None, str(exc), None, True, 1)
+            error = self._redact(str(exc))
+            if exc.kind != "connect" and not self._resend_unsure:
+                error += f" (a {self._method} is not resent once it may have arrived: see --retry-unsafe)"
+                return Attempt(None, error, None, False, 1)
+            return Attempt(None, error, None, True, 1)
         status = response.status
         if 200 <= status < 300:
             pacer.release(ok=True)
@@ -156,11 +184,47 @@ class Sender:
             again = await self._attempt(url, body, renewed=True)
             again.sent += 1
             return again
+        if status == 401 or (status == 403 and self.succeeded == 0):
+            why = (
+                " after a token renewal"
+                if renewed
+                else " before any request succeeded"
+                if status == 403
+                else ""
+            )
+            answer = self._redact(describe_error(response))
+            raise CredentialsRejected(f"credentials rejected: {self._method} {url} answered {answer}{why}")
         retry_after = parse_retry_after(response.retry_after)
         if retry_after is not None:
             retry_after = min(retry_after, self.policy.retry_after_cap)
             pacer.pause(retry_after)
-        return Attempt(status, describe_error(response), retry_after, is_retryable(status), 1)
+        return Attempt(status, self._redact(describe_error(response)), retry_after, is_retryable(status), 1)
+
+    async def _exchange(self, url: str, body: bytes | None, headers: dict[str, str] | None) -> Response:
+        """One HTTP exchange, through the outage gate: while the API cannot be reached at all,
+        one attempt at a time probes it and the others wait without spending attempts."""
+        outage = self._outage
+        while True:
+            probing = outage.active
+            if probing:
+                await outage.probe.acquire()
+                if not outage.active:
+                    outage.probe.release()
+                    probing = False
+            try:
+                self.requests += 1
+                response = await self._transport.send(self._method, url, body, headers)
+            except TransportError as exc:
+                if exc.kind == "connect" and outage.cannot_connect(self._redact(str(exc))):
+                    if probing:
+                        await outage.wait_before_probe()
+                    continue
+                raise
+            finally:
+                if probing:
+                    outage.probe.release()
+            outage.answered()
+            return response
 
 
 def _wants_retry(outcome: Attempt) -> bool:
@@ -174,25 +238,55 @@ def _last_result(state: RetryCallState) -> Attempt:
 
 
 def describe_error(response: Response) -> str:
-    """A one-line reason for a non-2xx answer, with the API's own message when it gave one."""
+    """A one-line reason for a non-2xx answer, with the API's own message when it gave one.
+
+    Understood shapes: the Acronis envelope ``{"error": {"code", "message"}}``, ``{"error": "…"}``,
+    ``{"message": "…"}``, FastAPI/pydantic's ``{"detail": "…" | [{"loc", "msg"}]}``, RFC 7807's
+    ``{"title", "detail"}``, ``{"errors": [...]}``, OAuth's ``error_description``; else a short
+    text body. A redirect says where it pointed.
+    """
     message = ""
     try:
         data = orjson.loads(response.body) if response.body else None
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            code = error.get("code")
-            text = error.get("message") or ""
-            message = f"{code}: {text}" if code not in (None, "") else str(text)
-        elif isinstance(error, str):
-            message = error
-        elif isinstance(data.get("message"), str):
-            message = data["message"]
+        message = _message_of(data)
     elif response.body and len(response.body) < 200:
         message = response.body.decode("utf-8", "replace")
     line = f"HTTP {response.status}"
+    location = getattr(response, "location", None)
+    if 300 <= response.status < 400 and location:
+        line += f" redirect to {location}"
     if message:
         line += f": {' '.join(message.split())}"
     return line[:_ERROR_CHARS]
+
+
+def _message_of(data: dict[str, object]) -> str:
+    error = data.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        text = error.get("message") or error.get("reason") or ""
+        return f"{code}: {text}" if code not in (None, "") else str(text)
+    parts = [str(error)] if isinstance(error, str) else []
+    for name in ("title", "message", "error_description"):
+        if isinstance(data.get(name), str) and data[name] not in parts:
+            parts.append(str(data[name]))
+    detail = data.get("detail")
+    if isinstance(detail, str):
+        parts.append(detail)
+    items = detail if isinstance(detail, list) else data.get("errors")
+    if isinstance(items, list):
+        parts.extend(_item_text(item) for item in items[:3])
+    return "; ".join(p for p in parts if p)
+
+
+def _item_text(item: object) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    text = item.get("msg") or item.get("message") or item.get("detail") or ""
+    where = item.get("loc") or item.get("field") or item.get("path")
+    if isinstance(where, list):
+        where = ".".join(str(part) for part in where)
+    return f"{where}: {text}" if where else str(text)

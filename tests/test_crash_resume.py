@@ -17,7 +17,8 @@ import orjson
 import pytest
 from fakes import ThreadedMock, write
 
-from bulkpatch.ledger import LedgerIndex, Status
+from bulkpatch.ledger import Status
+from bulkpatch.resume import LedgerIndex
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 

@@ -6,12 +6,8 @@ import orjson
 import pytest
 from fakes import write
 
-from bulkpatch.errors import LedgerMismatch
-from bulkpatch.ledger import LedgerIndex, LedgerWriter, RowResult, Status, input_identity, open_ledger
-
-
-def binding(input_path: Path, template: str = "/w/{id}") -> dict[str, object]:
-    return {"input": input_identity(str(input_path)), "path_template": template, "method": "PATCH"}
+from bulkpatch.ledger import LedgerWriter, RowResult, Status
+from bulkpatch.resume import LedgerIndex
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -20,13 +16,14 @@ def lines(path: Path) -> list[dict[str, object]]:
 
 def test_row_record_has_the_contract_fields(tmp_path: Path) -> None:
     writer = LedgerWriter(tmp_path / "l.jsonl")
-    writer.write(RowResult(1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5))
+    writer.write(RowResult(1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5, 0xABC))
     writer.close()
     (record,) = lines(tmp_path / "l.jsonl")
     assert record == {
         "type": "row", "row": 1, "line": 2, "key": "k", "status": "failed",
-        "http_status": 404, "attempts": 1, "error": "HTTP 404", "ms": 3.5,
+        "http_status": 404, "attempts": 1, "error": "HTTP 404", "ms": 3.5, "fp": "0000000000000abc",
     }  # fmt: skip
+    assert RowResult.from_json(record) == RowResult(1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5, 0xABC)
 
 
 def test_latest_record_wins(tmp_path: Path) -> None:
@@ -54,44 +51,6 @@ def test_torn_last_line_is_skipped_and_fenced_off(tmp_path: Path) -> None:
     writer.close()
     assert LedgerIndex.load(path).get(2) is Status.OK
     assert orjson.loads(path.read_bytes().splitlines()[-1])["row"] == 2
-
-
-def test_done_rows_respects_retry_failed(tmp_path: Path) -> None:
-    index = LedgerIndex()
-    for row, status in [(1, Status.OK), (2, Status.FAILED), (3, Status.INVALID), (4, Status.SKIPPED)]:
-        index.set(row, status)
-    assert list(index.done_rows(retry_failed=False)[1:6]) == [1, 1, 1, 1, 0]
-    assert list(index.done_rows(retry_failed=True)[1:6]) == [1, 0, 1, 1, 0]
-
-
-def test_index_grows_for_large_row_numbers() -> None:
-    index = LedgerIndex()
-    index.set(1_000_000, Status.OK)
-    assert index.get(1_000_000) is Status.OK
-    assert index.get(999_999) is None
-
-
-def test_header_binds_the_ledger_to_input_and_template(tmp_path: Path) -> None:
-    data = write(tmp_path / "in.csv", "id,name\n1,a\n")
-    ledger = tmp_path / "l.jsonl"
-    writer, _ = open_ledger(ledger, binding(data))
-    writer.close()
-    assert lines(ledger)[0]["type"] == "header"
-    # Same input, same template: accepted.
-    open_ledger(ledger, binding(data))[0].close()
-    with pytest.raises(LedgerMismatch, match="--path"):
-        open_ledger(ledger, binding(data, "/other/{id}"))
-    other = write(tmp_path / "other.csv", "id,name\n2,b\n")
-    with pytest.raises(LedgerMismatch, match="another input"):
-        open_ledger(ledger, binding(other))
-
-
-def test_a_copied_input_still_resumes(tmp_path: Path) -> None:
-    data = write(tmp_path / "in.csv", "id,name\n1,a\n")
-    ledger = tmp_path / "l.jsonl"
-    open_ledger(ledger, binding(data))[0].close()
-    copy = write(tmp_path / "copy.csv", data.read_bytes())
-    open_ledger(ledger, binding(copy))[0].close()
 
 
 async def test_records_reach_the_file_within_one_loop_turn(tmp_path: Path) -> None:
@@ -124,3 +83,9 @@ def test_a_failed_write_is_reported_once_and_later_writes_refused(tmp_path: Path
     assert writer.error is errors[0]
     writer.close()
     assert [r["row"] for r in lines(path)] == [1]
+
+
+def test_a_new_ledger_is_private_to_its_owner(tmp_path: Path) -> None:
+    writer = LedgerWriter(tmp_path / "l.jsonl")
+    writer.close()
+    assert (tmp_path / "l.jsonl").stat().st_mode & 0o777 == 0o600

@@ -9,8 +9,9 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
-from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, LedgerMismatch, TransportError
-from bulkpatch.ledger import LedgerIndex, Status, iter_records
+from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
+from bulkpatch.ledger import Status, iter_records
+from bulkpatch.resume import LedgerIndex
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run, dry_run
 from bulkpatch.transport import Response
@@ -24,7 +25,7 @@ def csv_input(tmp_path: Path, rows: int, extra: str = "") -> Path:
 
 
 def options(source: Path, **kw: object) -> RunOptions:
-    return RunOptions(input=str(source), base_url=BASE, **kw)  # type: ignore[arg-type]
+    return RunOptions(**{"input": str(source), "base_url": BASE, **kw})  # type: ignore[arg-type]
 
 
 def row_records(path: Path) -> list[dict[str, object]]:
@@ -165,13 +166,19 @@ async def test_stop_cuts_retry_waits_short_and_leaves_the_row_unrecorded(tmp_pat
     assert row_records(path) == []
 
 
-async def test_mismatched_ledger_is_refused_before_sending(tmp_path: Path) -> None:
+async def test_a_ledger_vouches_only_for_the_requests_it_answered(tmp_path: Path) -> None:
+    """The same rows against another --path or --base-url are other requests: all are sent."""
     path = csv_input(tmp_path, 5)
     await run(options(path), FakeTransport(ok))
-    transport = FakeTransport(ok)
-    with pytest.raises(LedgerMismatch):
-        await run(options(path, path="/other/{workload_id}"), transport)
-    assert transport.calls == []
+    moved = FakeTransport(ok)
+    result = await run(options(path, path="/other/{workload_id}"), moved)
+    assert len(moved.calls) == 5 and result.changed == 5 and result.already_done == 0
+    elsewhere = FakeTransport(ok)
+    await run(options(path, base_url="https://staging.example"), elsewhere)
+    assert len(elsewhere.calls) == 5
+    same = FakeTransport(ok)
+    await run(options(path, base_url="https://staging.example"), same)
+    assert same.calls == []
 
 
 async def test_jsonl_template_field_missing_is_a_config_error(tmp_path: Path) -> None:

@@ -1,0 +1,40 @@
+"""Masking secrets in everything bulkpatch writes: ledger, logs, progress, summaries, errors.
+
+A server may echo a token back (``403: token Bearer abc… has no access``); such text must not
+carry it into a file or a terminal. Every known secret value — the bearer token, the OAuth client
+secret and each token it yields, the ``-H`` values — is replaced by ``***`` wherever it appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MASK = "***"
+#: values shorter than this are not masked: masking "1" everywhere would garble every message
+_SHORTEST = 3
+
+
+class Redactor:
+    """``redact(text)`` returns ``text`` with every registered secret masked."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Register a secret (a new OAuth token, say); later calls mask it too."""
+        value = (secret or "").strip()
+        if len(value) >= _SHORTEST and value not in self._secrets:
+            self._secrets.append(value)
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def __repr__(self) -> str:
+        return f"Redactor(<{len(self._secrets)} secrets>)"
