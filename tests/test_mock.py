@@ -295,11 +295,7 @@ from bulkpatch.mock import MockConfig, MockServer
 
 async def main():
     server = MockServer(MockConfig(workloads=3, persist=sys.argv[1]))
-    await server.start()
-    serving = asyncio.create_task(server.serve_until_stopped())
-    await asyncio.sleep(0)  # its first step, up to its first wait, installs the signal handlers
-    print(server.url, flush=True)
-    await serving
+    await server.serve_until_stopped(ready=lambda: print(server.url, flush=True))
 
 asyncio.run(main())
 """

@@ -460,12 +460,16 @@ class MockServer:
         self.port = int(self._runner.addresses[0][1])
 
     async def serve_until_stopped(
-        self, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+        self,
+        *,
+        ready: Callable[[], object] | None = None,
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
     ) -> None:
         """Serve until one of ``signals`` arrives, then close (saving the store if it persists).
 
-        Without it, SIGTERM (what ``kill``, systemd and Docker send) would end the process before
-        the store is saved: only SIGINT turned into an exception that ran the clean-up.
+        Without it, SIGTERM (what ``kill``, systemd and Docker send) ended the process before the
+        store was saved: only SIGINT became an exception that ran the clean-up. ``ready`` is
+        called once the handlers are in place, so a signal sent after what it prints is caught.
         """
         if self._runner is None:
             await self.start()
@@ -474,9 +478,11 @@ class MockServer:
         installed = []
         try:
             for signum in signals:
-                with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+                with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread
                     loop.add_signal_handler(signum, stop.set)
                     installed.append(signum)
+            if ready is not None:
+                ready()
             await stop.wait()
         finally:
             for signum in installed:
