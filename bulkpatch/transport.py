@@ -21,7 +21,7 @@ from yarl import URL
 from bulkpatch.errors import TransportError
 
 _now = time.monotonic
-#: bytes of a response body kept (for error messages); the rest is dropped
+#: bytes of a response body kept (for error messages); the rest is never read
 BODY_KEEP = 64 * 1024
 
 
@@ -34,6 +34,8 @@ class Response:
     retry_after: str | None
     #: the body, at most ``BODY_KEEP`` bytes of it
     body: bytes
+    #: the raw ``Location`` header, if any: where a 3xx (never followed) pointed
+    location: str | None = None
 
 
 class Transport(Protocol):
@@ -112,13 +114,21 @@ class AiohttpTransport:
         deadlines[task] = _now() + self._timeout
         try:
             # Awaited rather than entered: the context manager's two extra frames cost ~2% at
-            # full speed; read() consumes the body, release() returns the connection.
+            # full speed.
             resp = await session.request(method, target, data=body, headers=headers, allow_redirects=False)
             try:
-                content = await resp.read()
-            finally:
-                resp.release()
-            return Response(resp.status, resp.headers.get("Retry-After"), content[:BODY_KEEP])
+                content = await _read_head(resp.content)
+            except BaseException:
+                resp.close()
+                raise
+            if resp.content.at_eof():
+                resp.release()  # the connection goes back to the pool
+            else:
+                # Draining the rest could take as long as the server likes (or forever): a new
+                # connection costs less than reading a body nobody keeps.
+                resp.close()
+            got = resp.headers
+            return Response(resp.status, got.get("Retry-After"), content, got.get("Location"))
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
@@ -165,3 +175,16 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_head(content: aiohttp.StreamReader) -> bytes:
+    """At most ``BODY_KEEP`` bytes of a body: a 1 GiB answer must not cost 1 GiB of memory."""
+    parts: list[bytes] = []
+    size = 0
+    while size < BODY_KEEP and not content.at_eof():  # at EOF at once for a 204: no await
+        chunk = await content.read(BODY_KEEP - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)  # one part: the same bytes object, no copy

@@ -35,7 +35,9 @@ _LEN = struct.Struct("<I")
 # request: id, method length, url length, body length (-1: no body), headers length
 _REQUEST = struct.Struct("<IBIiI")
 # response: id, status (-1: transport error, -2: the worker failed), then two strings: Retry-After
-# and body, or, for a transport error, its kind and message, or, for a failed worker, "" and why
+# and body, or, for a transport error, its kind and message, or, for a failed worker, "" and why;
+# then, only if the response had a Location header, its u32 length and bytes (a frame without
+# this tail, as from an older worker, reads as "no Location")
 _RESPONSE = struct.Struct("<IhII")
 _NO_BODY = -1
 _TRANSPORT_ERROR = -1
@@ -106,9 +108,12 @@ def _request_frame(rid: int, method: str, url: str, body: bytes | None, headers:
     return _LEN.pack(len(head) + len(m) + len(u) + len(b) + len(headers)) + head + m + u + b + headers
 
 
-def _response_frame(rid: int, status: int, first: bytes, second: bytes) -> bytes:
+def _response_frame(
+    rid: int, status: int, first: bytes, second: bytes, location: bytes | None = None
+) -> bytes:
     head = _RESPONSE.pack(rid, status, len(first), len(second))
-    return _LEN.pack(len(head) + len(first) + len(second)) + head + first + second
+    tail = b"" if location is None else _LEN.pack(len(location)) + location
+    return _LEN.pack(len(head) + len(first) + len(second) + len(tail)) + head + first + second + tail
 
 
 class _Child(asyncio.SubprocessProtocol):
@@ -139,7 +144,13 @@ class _Child(asyncio.SubprocessProtocol):
         rid, status, first_len, second_len = _RESPONSE.unpack_from(frame)
         at = _RESPONSE.size
         first = bytes(frame[at : at + first_len])
-        second = bytes(frame[at + first_len : at + first_len + second_len])
+        at += first_len
+        second = bytes(frame[at : at + second_len])
+        at += second_len
+        location = None
+        if len(frame) > at:
+            (location_len,) = _LEN.unpack_from(frame, at)
+            location = _text(bytes(frame[at + 4 : at + 4 + location_len]))
         future = self.pending.pop(rid, None)
         if future is None or future.done():
             return  # the caller gave up on it (cancelled)
@@ -148,7 +159,7 @@ class _Child(asyncio.SubprocessProtocol):
         elif status == _TRANSPORT_ERROR:
             future.set_exception(TransportError(_text(first), _text(second)))
         else:
-            future.set_result(Response(status, _text(first) if first else None, second))
+            future.set_result(Response(status, _text(first) if first else None, second, location))
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -348,7 +359,8 @@ class _Worker(asyncio.Protocol):
             self._out.put(_response_frame(rid, _WORKER_ERROR, b"", _bytes(message)))
             return
         retry_after = _bytes(response.retry_after or "")
-        self._out.put(_response_frame(rid, response.status, retry_after, response.body))
+        location = None if response.location is None else _bytes(response.location)
+        self._out.put(_response_frame(rid, response.status, retry_after, response.body, location))
 
     async def finish(self) -> None:
         """Stdin closed: nobody waits for the answers any more. Drop what is in flight, leave."""

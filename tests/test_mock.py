@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
+from click.testing import CliRunner
 
-from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.cli import cli
+from bulkpatch.errors import ConfigError
+from bulkpatch.mock import MockConfig, MockServer, WorkloadStore
 
 API = "/api/workload_management/v5/workloads"
 
@@ -175,3 +184,141 @@ async def test_dropped_connection(http: aiohttp.ClientSession) -> None:
         with pytest.raises(aiohttp.ServerDisconnectedError):
             async with http.get(server.url + API):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("PUT", f"{API}/some-id", b"{}", 405, "MethodNotAllowed"),
+        ("GET", f"{API}/some-id/extra", None, 404, "NotFound"),
+        ("GET", "/api/workload_management/v5/nothing-here", None, 404, "NotFound"),
+        ("GET", "/api/workload_management/v4/workloads", None, 404, "NotFound"),
+        ("GET", "/__mock__/nope", None, 404, "NotFound"),
+        ("PATCH", f"{API}/some-id", b'{"name": "' + b"x" * (1 << 20) + b'"}', 413, "PayloadTooLarge"),
+    ],
+)
+async def test_errors_aiohttp_raises_itself_use_the_envelope(
+    http: aiohttp.ClientSession,
+    server: MockServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    status: int,
+    code: str,
+) -> None:
+    headers = {**await token(http, server), "Content-Type": "application/json"}
+    data = io.BytesIO(body) if body is not None else None  # aiohttp warns about large raw bytes
+    async with http.request(method, server.url + path, data=data, headers=headers) as resp:
+        assert resp.status == status
+        assert resp.content_type == "application/json"
+        error = (await resp.json())["error"]
+        allow = resp.headers.get("Allow")
+    assert error["code"] == code and error["message"] and error["details"]["info"]
+    assert (allow is not None) == (status == 405)
+    # API calls are counted by the status they were answered with.
+    assert server.api.counters.by_status[status] == (
+        1 if path.startswith("/api/workload_management/v5/") else 0
+    )
+
+
+async def test_a_crash_in_a_handler_is_a_500_in_the_envelope(
+    http: aiohttp.ClientSession, server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> bool:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server.api.store, "update", broken)
+    auth = await token(http, server)
+    async with http.patch(f"{server.url}{API}/some-id", json={"name": "n"}, headers=auth) as resp:
+        assert resp.status == 500
+        assert (await resp.json())["error"]["code"] == "InternalServerError"
+
+
+async def test_stats_count_only_patches_that_found_their_workload(
+    http: aiohttp.ClientSession, server: MockServer
+) -> None:
+    auth = await token(http, server)
+    workload_id = next(iter(server.api.store._items))
+    for target in (workload_id, "missing", "missing", workload_id):
+        async with http.patch(f"{server.url}{API}/{target}", json={"name": "n"}, headers=auth):
+            pass
+    async with http.get(f"{server.url}/__mock__/stats") as resp:
+        stats = await resp.json()
+    assert stats["patches"] == {workload_id: 2}
+    assert (stats["patched_ids"], stats["duplicate_patches"]) == (1, 1)
+    assert stats["patches_not_found"] == {"missing": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("workload_id,name\nabc,renamed\n", 1, "not JSON"),
+        ('{"id": "a"}\n\n[1, 2]\n', 3, "expected a workload object, got a JSON list"),
+        ('{"id": "a"}\n{"name": "no id"}\n', 2, '"id"'),
+        ('{"id": "a", "attributes": ["x"]}\n', 1, "'attributes' must be a JSON object"),
+        ('{"id": "a"}\n{"id": "b"\n', 2, "not JSON"),
+    ],
+)
+def test_a_bad_seed_file_is_a_config_error_naming_file_and_line(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    path = tmp_path / "seed.txt"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        WorkloadStore.from_jsonl(str(path))
+    message = str(info.value)
+    assert f"seed file {path}, line {line}: " in message and problem in message
+    assert "\n" not in message
+
+
+def test_a_seed_file_may_start_with_a_bom_and_leave_out_attributes(tmp_path: Path) -> None:
+    path = tmp_path / "seed.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "name": "x"}\n\n{"id": 7}\n')
+    store = WorkloadStore.from_jsonl(str(path))
+    assert len(store) == 2
+    assert store.get("a") == {"id": "a", "name": "x", "attributes": {}, "allowed_actions": []}
+
+
+def test_mock_command_with_a_csv_seed_file_says_so_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("workload_id,name\nabc,renamed\n")
+    result = CliRunner().invoke(cli, ["mock", "--seed-file", str(path), "--port", "0"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bulkpatch: error: seed file {path}, line 1: not JSON")
+    assert "Traceback" not in result.output
+
+
+_SERVE = """
+import asyncio, sys
+from bulkpatch.mock import MockConfig, MockServer
+
+async def main():
+    server = MockServer(MockConfig(workloads=3, persist=sys.argv[1]))
+    await server.serve_until_stopped(ready=lambda: print(server.url, flush=True))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_until_stopped_saves_the_store_on_sigterm_and_sigint(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    saved = tmp_path / "store.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _SERVE,
+        str(saved),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    url = (await proc.stdout.readline()).decode().strip()
+    assert url.startswith("http://127.0.0.1:"), url
+    proc.send_signal(signum)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    items = [orjson.loads(line) for line in saved.read_bytes().splitlines()]
+    assert len(items) == 3

@@ -23,7 +23,7 @@ from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run
 from bulkpatch.transport import BODY_KEEP
-from bulkpatch.worker_processes import ProcessTransport
+from bulkpatch.worker_processes import ProcessTransport, _Child, _Frames, _response_frame
 
 HOLD = asyncio.Event()
 
@@ -45,6 +45,9 @@ async def server() -> AsyncIterator[str]:
     async def busy(request: web.Request) -> web.Response:
         return web.Response(status=429, body=b"x" * (BODY_KEEP * 2), headers={"Retry-After": "7"})
 
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=308, headers={"Location": "https://eu8.acronis.cloud/w/1"})
+
     async def hold(request: web.Request) -> web.Response:
         HOLD.set()
         await asyncio.Event().wait()  # never answers; cancelled at cleanup
@@ -54,6 +57,7 @@ async def server() -> AsyncIterator[str]:
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", "/busy", busy)
     app.router.add_route("*", "/hold", hold)
+    app.router.add_route("*", "/moved", moved)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -100,6 +104,31 @@ async def test_status_retry_after_and_body_come_back_from_the_worker(server: str
     async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
         resp = await transport.send("PUT", f"{server}/busy", None)
     assert (resp.status, resp.retry_after, len(resp.body)) == (429, "7", BODY_KEEP)
+
+
+async def test_a_redirect_s_location_comes_back_from_the_worker(server: str) -> None:
+    async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
+        moved = await transport.send("PATCH", f"{server}/moved", b"{}")
+        plain = await transport.send("PATCH", f"{server}/echo/x", b"{}")
+    assert (moved.status, moved.location) == (308, "https://eu8.acronis.cloud/w/1")
+    assert (plain.status, plain.location) == (200, None)
+
+
+@pytest.mark.parametrize("location", [None, b"", b"/w/2"])
+async def test_response_frames_with_and_without_a_location_tail(location: bytes | None) -> None:
+    child = _Child()
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future(), loop.create_future()]
+    child.pending = dict(enumerate(futures, 1))
+    frames = _Frames(child._response)
+    # Split mid-frame, as a pipe may deliver it; the second frame has no tail, as before Location.
+    data = _response_frame(1, 301, b"5", b"body", location) + _response_frame(2, 204, b"", b"")
+    frames.feed(data[:7])
+    frames.feed(data[7:])
+    first, second = [await future for future in futures]
+    expected = None if location is None else location.decode()
+    assert (first.status, first.retry_after, first.body, first.location) == (301, "5", b"body", expected)
+    assert (second.status, second.retry_after, second.body, second.location) == (204, None, b"", None)
 
 
 async def test_a_url_longer_than_64_kib_is_sent_like_any_other(server: str) -> None:

@@ -2,8 +2,10 @@
 
 Speaks the documented shapes: OAuth2 client-credentials token endpoints, Bearer-token checks,
 the workloads list (filters, include flags, cursor paging), get, create, PATCH (204, no body) and
-delete, and the API's error envelope. Faults are decided per request from ``seed`` and the
-workload id and its request count, so a row meets the same faults whatever the send order.
+delete, and the API's error envelope — for every error, including the ones aiohttp would answer
+in plain text (unknown path, method not allowed, body over 1 MiB). Faults are decided per request
+from ``seed`` and the workload id and its request count, so a row meets the same faults whatever
+the send order.
 
 Counters for tests live outside the API, under ``/__mock__/``.
 """
@@ -13,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
+import logging
 import secrets
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -35,6 +40,21 @@ _FIELD_TYPES: dict[str, type] = {
     "enabled": bool,
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the envelope's ``code`` for the statuses aiohttp raises on its own
+_CODES = {
+    400: "BadRequest",
+    401: "UnauthorizedRequest",
+    403: "AccessDenied",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "DataConflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,7 +92,10 @@ class Counters:
     """What the mock saw; served at ``GET /__mock__/stats``."""
 
     by_status: Counter[int] = field(default_factory=Counter)
+    #: successful PATCHes (204) per workload id
     patches: Counter[str] = field(default_factory=Counter)
+    #: PATCHes answered 404 because no workload has that id
+    patches_not_found: Counter[str] = field(default_factory=Counter)
     tokens_issued: int = 0
     token_requests: int = 0
     dropped: int = 0
@@ -87,6 +110,7 @@ class Counters:
             "patches": dict(self.patches),
             "patched_ids": len(self.patches),
             "duplicate_patches": sum(n - 1 for n in self.patches.values() if n > 1),
+            "patches_not_found": dict(self.patches_not_found),
             "tokens_issued": self.tokens_issued,
             "token_requests": self.token_requests,
             "dropped": self.dropped,
@@ -121,7 +145,8 @@ class MockApi:
         self._tokens: dict[str, float] = {}
         self._seen: Counter[str] = Counter()
         self._window: deque[float] = deque()
-        self.app = web.Application(middlewares=[self._middleware])
+        # The counting middleware is outside the envelope one, so it counts the enveloped status.
+        self.app = web.Application(middlewares=[self._middleware, self._envelope])
         r = self.app.router
         for path in ("/api/2/idp/token", "/bc/idp/token"):
             r.add_post(path, self.token)
@@ -147,6 +172,23 @@ class MockApi:
         response = await self._api_call(request, handler)
         self.counters.by_status[response.status] += 1
         return response
+
+    @web.middleware
+    async def _envelope(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer aiohttp's own errors (404, 405, 413, a crash) in the API's envelope, not in text."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error(exc.status, _CODES.get(exc.status, _code(exc.reason)), _message(request, exc))
+            for name in ("Allow", "Retry-After"):
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+            return response
+        except Exception:
+            _log.exception("mock: %s %s failed", request.method, request.path)
+            return error(500, "InternalServerError", "the mock failed on this request; see its log")
 
     async def _api_call(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         cfg = self.config
@@ -290,9 +332,10 @@ class MockApi:
         problem = _check_fields(body)
         if problem:
             return error(400, "ValidationError", problem)
-        self.counters.patches[workload_id] += 1
         if not self.store.update(workload_id, body):
+            self.counters.patches_not_found[workload_id] += 1
             return error(404, "NotFound", f"workload {workload_id} not found")
+        self.counters.patches[workload_id] += 1
         return web.Response(status=204)
 
     async def delete_workloads(self, request: web.Request) -> web.Response:
@@ -332,6 +375,22 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return error(400, "BadRequest", "the body must be a JSON object")
     return body
+
+
+def _code(reason: str) -> str:
+    """``"Request Timeout"`` → ``"RequestTimeout"``: the envelope's style for a status without a name."""
+    return "".join(word[:1].upper() + word[1:] for word in reason.split()) or "Error"
+
+
+def _message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such resource: {request.path}"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
+    if exc.status == 413:
+        return f"the request body is larger than the limit of {request.client_max_size} bytes"
+    return exc.text or exc.reason
 
 
 def _check_fields(body: dict[str, Any], allow: set[str] | frozenset[str] = frozenset()) -> str:
@@ -399,6 +458,36 @@ class MockServer:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+
+    async def serve_until_stopped(
+        self,
+        *,
+        ready: Callable[[], object] | None = None,
+        signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        """Serve until one of ``signals`` arrives, then close (saving the store if it persists).
+
+        Without it, SIGTERM (what ``kill``, systemd and Docker send) ended the process before the
+        store was saved: only SIGINT became an exception that ran the clean-up. ``ready`` is
+        called once the handlers are in place, so a signal sent after what it prints is caught.
+        """
+        if self._runner is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        installed = []
+        try:
+            for signum in signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread
+                    loop.add_signal_handler(signum, stop.set)
+                    installed.append(signum)
+            if ready is not None:
+                ready()
+            await stop.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            await self.close()
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from bulkpatch.errors import ConfigError
+
 WORKLOAD_TYPE = "cti.a.p.wm.workload.v1.0~a.p.wm.aspm.workload.v1.0~vendor.app.device.v1.0"
 TENANT_ID = "f1b5e1a2-8c1e-4b7a-9d3e-0c2b7a9f4e11"
 CLIENT_ID = "0d4c2f7e-5b1a-4e8f-9a6c-3e2d1b0a9f8e"
@@ -70,8 +72,17 @@ class WorkloadStore:
 
     @classmethod
     def from_jsonl(cls, path: str, *, persist: str | None = None) -> WorkloadStore:
-        with open(path, "rb") as f:
-            items = [orjson.loads(line) for line in f if line.strip()]
+        """Load workloads from a JSON Lines file, one object with an ``id`` per line.
+
+        Raises ``ConfigError`` naming the file and line for anything else (a CSV file, say), so
+        ``bulkpatch mock --seed-file`` can say what is wrong in one line instead of a traceback.
+        """
+        try:
+            with open(path, "rb") as f:
+                lines = enumerate(f, 1)
+                items = [_seed_workload(path, number, line) for number, line in lines if line.strip()]
+        except OSError as exc:
+            raise ConfigError(f"cannot read seed file {path}: {exc.strerror}") from None
         return cls(items, persist=persist)
 
     def __len__(self) -> int:
@@ -156,6 +167,27 @@ class WorkloadStore:
             for workload in self._items.values():
                 f.write(orjson.dumps(workload) + b"\n")
         os.replace(tmp, self._persist)
+
+
+def _seed_workload(path: str, number: int, line: bytes) -> dict[str, Any]:
+    where = f"seed file {path}, line {number}"
+    if number == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")  # a BOM left by Windows editors
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"{where}: not JSON (expected JSON Lines: one workload object per line)") from None
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a workload object, got a JSON {type(item).__name__}")
+    workload_id = item.get("id")
+    if not isinstance(workload_id, str | int) or isinstance(workload_id, bool) or workload_id == "":
+        raise ConfigError(f'{where}: the workload has no "id" (a string)')
+    # The handlers read these two as an object and an array: fail now rather than on a request.
+    for key, kind in (("attributes", dict), ("allowed_actions", list)):
+        value = item.setdefault(key, kind())
+        if not isinstance(value, kind):
+            raise ConfigError(f"{where}: {key!r} must be a JSON {'object' if kind is dict else 'array'}")
+    return item
 
 
 def encode_cursor(key: str) -> str:
