@@ -94,6 +94,20 @@ def _ensure_std_streams() -> None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
 
 
+class _Stdout(Console):
+    """A console on stdout for which a reader that went away is not an error.
+
+    rich's own answer to EPIPE is ``SystemExit(1)``; a run's exit status is its outcome instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(highlight=False, soft_wrap=True)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_stdout()
+
+
 def _quiet_stdout() -> None:
     """After EPIPE on stdout: send the rest to /dev/null so that exiting does not fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -301,7 +315,7 @@ def run(
         client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
         token_url=token_url,
     )
-    out = Console(highlight=False, soft_wrap=True)
+    out = _Stdout()
     if dry_run:
         found = dry_run_rows(options)
         _print_dry_run(out, found)
@@ -422,7 +436,7 @@ def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str |
             data["failed_out"] = {"path": failed_out, "rows": written}
         click.echo(orjson.dumps(data).decode())
     else:
-        print_report(Console(highlight=False, soft_wrap=True), tally, ledger)
+        print_report(_Stdout(), tally, ledger)
         if written is not None:
             click.echo(f"wrote {written:,} rows to {failed_out}")
     return 0
@@ -508,13 +522,19 @@ def mock(**kw: Any) -> int:
             await server.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        click.echo(f"mock Workload Management API v5 on {server.url} ({len(server.api.store):,} workloads)")
-        click.echo(f"  export BULKPATCH_BASE_URL={server.url}")
-        click.echo(f"  export BULKPATCH_CLIENT_ID={config.client_id}")
-        click.echo("  export BULKPATCH_CLIENT_SECRET=...   (the --client-secret you chose)")
-        click.echo("Ctrl-C stops it.")
+
+        def banner() -> None:
+            workloads = len(server.api.store)
+            click.echo(f"mock Workload Management API v5 on {server.url} ({workloads:,} workloads)")
+            click.echo(f"  export BULKPATCH_BASE_URL={server.url}")
+            click.echo(f"  export BULKPATCH_CLIENT_ID={config.client_id}")
+            click.echo("  export BULKPATCH_CLIENT_SECRET=...   (the --client-secret you chose)")
+            click.echo("Ctrl-C or SIGTERM stops it (and saves the store with --persist).")
+
         try:
-            await asyncio.Event().wait()
+            # SIGTERM too, not only Ctrl-C, closes the server and so saves a --persist store; the
+            # banner comes once the handlers are in place, so a signal sent after it is caught.
+            await server.serve_until_stopped(ready=banner)
         finally:
             await server.close()
 
@@ -546,7 +566,7 @@ def _demo(folder: Path, progress: bool | None) -> int:
     from bulkpatch.display import print_summary
     from bulkpatch.mock import MockConfig
 
-    out = Console(highlight=False, soft_wrap=True)
+    out = _Stdout()
     err = Console(stderr=True, highlight=False)
     live = err.is_terminal if progress is None else progress
 

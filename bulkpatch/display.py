@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def count_rows(name: str, fmt: str) -> int | None:
     if name == "-" or name.endswith(".gz"):
         return None
     try:
+        if not stat.S_ISREG(os.stat(name).st_mode):
+            return None  # a pipe or FIFO: reading it here would take rows away from the run
         with open(name, "rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 return None

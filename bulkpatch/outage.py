@@ -51,6 +51,8 @@ class OutageGate:
         self.probe = asyncio.Lock()
         #: outages seen by this run
         self.outages = 0
+        #: set once the outage lasted too long: every waiting attempt raises it
+        self.gave_up: ApiUnreachable | None = None
 
     @property
     def active(self) -> bool:
@@ -89,7 +91,8 @@ class OutageGate:
         left = self.max_outage - (self._clock() - self._since)
         if left <= 0:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._since_wall))
-            raise ApiUnreachable(f"API unreachable since {when} ({self.last_error})")
+            self.gave_up = ApiUnreachable(f"API unreachable since {when} ({self.last_error})")
+            raise self.gave_up
         await self._sleep(min(wait, left))
 
     last_error = ""

@@ -121,11 +121,13 @@ class Run:
         events: EventSink | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         notice: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self._transport = transport
         self._events = events
         self._notice = notice
+        self._clock = clock
         self._sleep_impl = sleep or asyncio.sleep
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
@@ -205,7 +207,9 @@ class Run:
                 sleep=self._sleep,
                 on_change=self._pace_changed,
             )
-            self.outage = OutageGate(max_outage=options.max_outage, sleep=self._sleep, on_change=self._emit)
+            self.outage = OutageGate(
+                max_outage=options.max_outage, clock=self._clock, sleep=self._sleep, on_change=self._emit
+            )
             self.sender = sender = Sender(
                 transport,
                 options.base_url or "",

@@ -208,6 +208,9 @@ class Sender:
             probing = outage.active
             if probing:
                 await outage.probe.acquire()
+                if outage.gave_up is not None:
+                    outage.probe.release()
+                    raise outage.gave_up
                 if not outage.active:
                     outage.probe.release()
                     probing = False

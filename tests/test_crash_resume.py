@@ -18,9 +18,9 @@ import pytest
 from fakes import ThreadedMock, write
 
 from bulkpatch.ledger import Status
-from bulkpatch.resume import LedgerIndex
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.resume import LedgerIndex
 
 ROWS = 6000
 CONCURRENCY = 32

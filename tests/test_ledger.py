@@ -3,8 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-import pytest
-from fakes import write
 
 from bulkpatch.ledger import LedgerWriter, RowResult, Status
 from bulkpatch.resume import LedgerIndex

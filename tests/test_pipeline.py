@@ -11,9 +11,9 @@ from fakes import FakeClock, FakeTransport, ok, write
 
 from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
 from bulkpatch.ledger import Status, iter_records
-from bulkpatch.resume import LedgerIndex
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run, dry_run
+from bulkpatch.resume import LedgerIndex
 from bulkpatch.transport import Response
 
 BASE = "http://api.test"

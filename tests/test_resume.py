@@ -150,7 +150,9 @@ def test_a_changed_input_keeps_the_old_ledger_under_a_dated_name(tmp_path: Path)
 def test_a_ledger_of_the_row_number_days_is_kept_aside(tmp_path: Path) -> None:
     data = write(tmp_path / "in.csv", "id,name\n1,a\n")
     ledger = tmp_path / "l.jsonl"
-    write(ledger, '{"type":"header","version":1,"input":{"path":"x"}}\n{"type":"row","row":1,"status":"ok"}\n')
+    write(
+        ledger, '{"type":"header","version":1,"input":{"path":"x"}}\n{"type":"row","row":1,"status":"ok"}\n'
+    )
     opened = open_ledger(str(ledger), binding(data))
     assert opened.archived is not None and opened.index.get(1) is None
     opened.close()
