@@ -2,75 +2,115 @@
 
 Library use::
 
-    import asyncio
-    from bulkpatch import Run, RunOptions
+    import bulkpatch
 
-    options = RunOptions(input="workloads.csv", base_url="https://eu2-cloud.acronis.com",
-                         token="...")
-    result = asyncio.run(Run(options).execute())
-    print(result.tally.as_dict(), result.exit_code)
+    summary = bulkpatch.run("workloads.csv", base_url="https://eu2-cloud.acronis.com", token="...")
+    print(summary.tally.as_dict(), summary.exit_code)
+
+Rows can come from code too (any iterable or async iterable of mappings, with ``ledger=``);
+``bulkpatch.testing.MockTransport`` answers requests in your own tests without a network.
+The names below are the public API; the modules behind them are implementation details.
+Imports are lazy, so that ``bulkpatch --help`` does not pay for aiohttp.
 """
 
-from bulkpatch.errors import (
-    AuthError,
-    BulkPatchError,
-    ConfigError,
-    InputError,
-    TransportError,
-    WorkerError,
-)
-from bulkpatch.ledger import RowResult, Status
-from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Rejected, Request
-from bulkpatch.options import RunOptions
-from bulkpatch.pacing import Pacer
-from bulkpatch.pipeline import DryRunResult, Run, RunResult, dry_run
-from bulkpatch.reader import Format, InputFile, Record
-from bulkpatch.report import summarise, write_failed
-from bulkpatch.resume import LedgerIndex, RetryFailed
-from bulkpatch.retry import RetryPolicy
-from bulkpatch.schema import Schema, WorkloadPatch
-from bulkpatch.sender import Sender
-from bulkpatch.stats import Tally
-from bulkpatch.transport import AiohttpTransport, Response, Transport
-from bulkpatch.worker_processes import ProcessTransport
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+#: public name → the module that defines it
+_EXPORTS = {
+    "ApiUnreachable": "errors",
+    "AuthError": "errors",
+    "BulkPatchError": "errors",
+    "ConfigError": "errors",
+    "CredentialsRejected": "errors",
+    "DryRunResult": "dry_run",
+    "InputError": "errors",
+    "LedgerError": "errors",
+    "Response": "transport",
+    "RetryFailed": "resume",
+    "RowResult": "ledger",
+    "Run": "pipeline",
+    "RunOptions": "options",
+    "RunResult": "pipeline",
+    "RunStopped": "errors",
+    "Schema": "schema",
+    "Status": "ledger",
+    "Transport": "transport",
+    "TransportError": "errors",
+    "WorkerError": "errors",
+    "WorkloadPatch": "schema",
+    "WrongTarget": "errors",
+    "dry_run": "dry_run",
+    "run": "api",
+    "run_async": "api",
+}
 
 __all__ = [
-    "DEFAULT_PATH",
-    "AiohttpTransport",
+    "ApiUnreachable",
     "AuthError",
     "BulkPatchError",
     "ConfigError",
+    "CredentialsRejected",
     "DryRunResult",
-    "Format",
     "InputError",
-    "InputFile",
-    "LedgerIndex",
-    "Mapper",
-    "Pacer",
-    "PathTemplate",
-    "ProcessTransport",
-    "Record",
-    "Rejected",
-    "Request",
+    "LedgerError",
     "Response",
     "RetryFailed",
-    "RetryPolicy",
     "RowResult",
     "Run",
     "RunOptions",
     "RunResult",
+    "RunStopped",
     "Schema",
-    "Sender",
     "Status",
-    "Tally",
     "Transport",
     "TransportError",
     "WorkerError",
     "WorkloadPatch",
+    "WrongTarget",
     "__version__",
     "dry_run",
-    "summarise",
-    "write_failed",
+    "run",
+    "run_async",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bulkpatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bulkpatch.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from bulkpatch.api import run, run_async
+    from bulkpatch.dry_run import DryRunResult, dry_run
+    from bulkpatch.errors import (
+        ApiUnreachable,
+        AuthError,
+        BulkPatchError,
+        ConfigError,
+        CredentialsRejected,
+        InputError,
+        LedgerError,
+        RunStopped,
+        TransportError,
+        WorkerError,
+        WrongTarget,
+    )
+    from bulkpatch.ledger import RowResult, Status
+    from bulkpatch.options import RunOptions
+    from bulkpatch.pipeline import Run, RunResult
+    from bulkpatch.resume import RetryFailed
+    from bulkpatch.schema import Schema, WorkloadPatch
+    from bulkpatch.transport import Response, Transport

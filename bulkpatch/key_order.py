@@ -71,7 +71,8 @@ class SeenKeys:
         #: keys that appeared more than once
         self.repeated = 0
 
-    def add(self, key: str) -> None:
+    def add(self, key: str) -> bool:
+        """Note ``key``; True when it was seen before."""
         h = (hash(key) & ~1) or 2
         slots = self._slots
         mask = len(slots) - 1
@@ -83,12 +84,12 @@ class SeenKeys:
                 self._used += 1
                 if self._used * 4 > 3 * len(slots):
                     self._grow()
-                return
+                return False
             if value & ~1 == h:
                 if not value & 1:
                     slots[i] = value | 1
                     self.repeated += 1
-                return
+                return True
             i = (i + 1) & mask
 
     def _grow(self) -> None:

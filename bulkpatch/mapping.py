@@ -22,7 +22,8 @@ from bulkpatch.reader import Format, Record
 from bulkpatch.schema import WORKLOAD_FIELDS, Schema, validator_for
 
 DEFAULT_PATH = "/api/workload_management/v5/workloads/{workload_id}"
-_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+#: methods whose requests carry no body
+BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 
 
@@ -187,7 +188,7 @@ class Mapper:
             body = {k: v for k, v in fields.items() if k not in self._path_fields}
         path = self.template.render(values)
         if not body:
-            if self.method in _BODYLESS:
+            if self.method in BODYLESS:
                 return Request(record.row, record.line, key, path, None)
             if self.method == "PATCH":
                 return Rejected(record.row, record.line, key, "skipped", "no fields to update")

@@ -40,6 +40,10 @@ class RunOptions:
     retry_unsafe: bool = False
     #: seconds the API may stay unreachable (every connection refused) before the run stops
     max_outage: float = 300.0
+    #: sync state database (SQLite): rows whose request was applied last time are not sent
+    state: str | None = None
+    #: with ``state``: send every row anyway, and refresh the state
+    full: bool = False
     #: handle at most this many rows not done yet, then stop (a canary run); None: all
     limit: int | None = None
     dry_run: bool = False
@@ -63,7 +67,8 @@ class RunOptions:
             check_url("--base-url", self.base_url)
         if self.token_url:
             check_url("--token-url", self.token_url)
-        if self.method.upper() not in _METHODS:
+        object.__setattr__(self, "method", self.method.upper())
+        if self.method not in _METHODS:
             raise ConfigError(f"--method must be one of {', '.join(sorted(_METHODS))}")
         _positive("--concurrency", self.concurrency)
         _positive("--max-attempts", self.max_attempts)
@@ -110,6 +115,8 @@ class RunOptions:
             )
         if bool(self.client_id) != bool(self.client_secret):
             raise ConfigError("BULKPATCH_CLIENT_ID and BULKPATCH_CLIENT_SECRET go together")
+        if self.full and not self.state:
+            raise ConfigError("--full goes with --state FILE")
         if self.input == "-" and not self.ledger and not self.dry_run:
             raise ConfigError("reading stdin needs --ledger PATH to record and resume the run")
 

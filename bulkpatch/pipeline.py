@@ -1,11 +1,11 @@
-"""The run: input records → requests → bounded workers → ledger.
+"""The run: a small engine that drives rows → requests → bounded workers → recorded outcomes.
 
-``N`` workers pull from one shared generator that reads, maps and filters the input lazily: the
-input is never materialized and no task is created per row. Rows that cannot be sent are recorded
-by the generator itself; sent rows are recorded by the worker that sent them.
-
-A row whose request the ledger already answered (same row, same request fingerprint) is not sent
-again; a row of a key that is still in flight waits for it, so one key's rows land in input order.
+The parts have modules of their own: ``wiring`` builds the input, transport and auth from the
+options; ``intake`` turns input records into the requests worth sending (resume, sync state,
+``--limit``); ``sender`` sends one row's request with retries, through the pacer and the outage
+gate; ``recorder`` writes each outcome to the ledger, the index, the tally and the sync state.
+This module starts ``concurrency`` workers that pull from the intake (no task per row, nothing
+materialized), keeps rows of one key in input order, and stops.
 
 Stopping: ``stop()`` (the first SIGINT/SIGTERM/SIGHUP) ends intake; workers finish their current
 request within ``grace`` seconds, then are cancelled; a row that did not finish is left
@@ -17,40 +17,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from bulkpatch.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
-from bulkpatch.errors import BulkPatchError, ConfigError, InputError, WrongTarget
-from bulkpatch.key_order import KeyOrder, SeenKeys
-from bulkpatch.ledger import LedgerWriter, RowResult, Status
-from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request
+from bulkpatch.errors import BulkPatchError, WrongTarget
+from bulkpatch.intake import Intake
+from bulkpatch.key_order import KeyOrder
+from bulkpatch.ledger import RowResult, Status
+from bulkpatch.mapping import Request
 from bulkpatch.options import RunOptions
 from bulkpatch.outage import OutageGate
 from bulkpatch.pacing import Pacer
-from bulkpatch.reader import Format, InputFile, Record
-from bulkpatch.redact import Redactor
-from bulkpatch.resume import (
-    LedgerIndex,
-    fingerprint,
-    input_identity,
-    open_ledger,
-    rejection_fingerprint,
-    request_prefix,
-)
+from bulkpatch.reader import RowsInput
+from bulkpatch.recorder import Recorder
+from bulkpatch.resume import OpenLedger, input_identity, open_ledger, request_prefix
 from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
-from bulkpatch.transport import AiohttpTransport, Transport
-from bulkpatch.worker_processes import ProcessTransport
+from bulkpatch.sync_state import SyncState, target_of
+from bulkpatch.transport import Transport
+from bulkpatch.wiring import (
+    SPARE_FILES,
+    Source,
+    Transform,
+    auth_for,
+    ensure_open_files,
+    loggable,
+    open_input,
+    redactor_for,
+    transport_for,
+)
 
-#: open files beyond one per connection: input, ledger, log, stdio, the token endpoint
-_SPARE_FILES = 32
 #: callback for attempt-level events: (event name, fields); fields never hold secrets
 EventSink = Callable[[str, dict[str, Any]], None]
 #: the first rows sent: when all of them fail with one status, the target is probably wrong
@@ -69,7 +70,7 @@ class RunResult:
     tally: Tally
     #: latest status of every row in the ledger, this run and earlier ones
     state: dict[Status, int]
-    #: rows not sent because the ledger already had them
+    #: rows not sent because the ledger already answered the same request
     already_done: int
     elapsed: float
     interrupted: bool
@@ -86,32 +87,29 @@ class RunResult:
     processes: int = 1
     #: HTTP requests this run sent (token renewals' resends included)
     requests: int = 0
-    #: rows whose slot in the ledger held another request (the input changed since)
+    #: rows whose request differs from the one the ledger or the sync state last recorded for them
     changed: int = 0
     #: keys that appeared on more than one row of the input read by this run
     repeated_keys: int = 0
     #: where the ledger of an earlier run was kept because the input had changed since
     archived_ledger: str | None = None
+    #: the sync state database, when the run used one
+    state_path: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """0 all ok or skipped, 1 some failed or invalid, 130 interrupted."""
+        """0 all ok, skipped or unchanged; 1 some failed or invalid; 130 interrupted."""
         if self.interrupted:
             return 130
         return 1 if self.state[Status.FAILED] or self.state[Status.INVALID] else 0
 
 
-@dataclass
-class DryRunResult:
-    """What a dry run found: counts, and the first few requests it would send."""
-
-    tally: Tally
-    samples: list[tuple[str, str, bytes | None]] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-
-
 class Run:
-    """One ``bulkpatch run``: create it, then ``await execute()``; ``stop()`` to end it early."""
+    """One ``bulkpatch run``: create it, then ``await execute()``; ``stop()`` to end it early.
+
+    ``rows`` replaces the input file with mappings (an iterable or async iterable), ``transform``
+    rewrites each row's fields before mapping, ``on_result`` sees every recorded outcome.
+    """
 
     def __init__(
         self,
@@ -122,12 +120,18 @@ class Run:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         notice: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rows: Iterable[Any] | AsyncIterable[Any] | None = None,
+        transform: Transform | None = None,
+        on_result: Callable[[RowResult], None] | None = None,
     ) -> None:
         self.options = options
         self._transport = transport
         self._events = events
         self._notice = notice
         self._clock = clock
+        self._rows = rows
+        self._transform = transform
+        self._on_result = on_result
         self._sleep_impl = sleep or asyncio.sleep
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
@@ -137,18 +141,12 @@ class Run:
         #: rows being sent right now
         self.in_flight = 0
         self.sender: Sender | None = None
-        self.already_done = 0
-        #: rows whose recorded request differs from the one they map to now
-        self.changed = 0
-        self.rows_read = 0
-        #: True when --limit ended intake before the end of the input
-        self.limited = False
-        self.source: InputFile | None = None
+        self.intake: Intake | None = None
+        self.source: Source | None = None
         self.pacer: Pacer | None = None
         self.outage: OutageGate | None = None
         self.started = time.monotonic()
         self._order = KeyOrder()
-        self._seen = SeenKeys()
         #: (count, status, error) of the first rows sent while all of them failed alike
         self._first_failures: tuple[int, int | None, str] | None = (0, None, "")
 
@@ -167,100 +165,107 @@ class Run:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def already_done(self) -> int:
+        return self.intake.already_done if self.intake is not None else 0
+
+    @property
+    def rows_read(self) -> int:
+        return self.intake.rows_read if self.intake is not None else 0
+
     async def execute(self, *, handle_signals: bool = False) -> RunResult:
         """Run to the end of the input (or until stopped) and return what happened."""
         options = self.options
+        if options.dry_run:
+            raise BulkPatchError("a dry run sends nothing: call bulkpatch.dry_run(options) instead of Run")
         self._stop_event = asyncio.Event()
         if self._stopping:
             self._stop_event.set()
-        _ensure_open_files(options.concurrency + _SPARE_FILES)
-        redact = Redactor([options.token, options.client_secret, *options.headers.values()])
+        ensure_open_files(options.concurrency + SPARE_FILES)
+        redact = redactor_for(options)
+        in_code = self._rows is not None
         binding = {
-            "input": input_identity(options.input),
+            "input": {"path": "<rows>"} if in_code else input_identity(options.input),
             "path_template": options.path,
-            "method": options.method.upper(),
+            "method": options.method,
         }
-        source, mapper, records = _open_input(options)
+        source, mapper, records = open_input(options, self._rows, self._transform)
         self.source = source
-        own_transport = self._transport is None
-        transport = self._transport or _transport_for(options)
-        ledger = None
+        own = None if self._transport is not None else transport_for(options)
+        transport: Transport = self._transport or own  # type: ignore[assignment]
+        ledger: OpenLedger | None = None
+        state: SyncState | None = None
         try:
             binding["format"] = source.format.value
-            ledger = open_ledger(options.ledger_path, binding, input_name=options.input)
-            writer, index = ledger.writer, ledger.index
+            ledger = open_ledger(options.ledger_path, binding, input_name=None if in_code else options.input)
             if ledger.archived is not None:
                 self._say(
                     f"the input changed since the ledger's last run: kept that ledger as {ledger.archived},"
                     f" starting a new one at {options.ledger_path}"
                 )
+            writer = ledger.writer
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
-            if isinstance(transport, ProcessTransport):
-                await transport.start()
-            auth = self._auth(transport, redact)
-            await auth.header()  # a bad secret stops the run here, before any row is sent
-            self.pacer = Pacer(
-                options.concurrency,
-                rate=options.rate,
-                sleep=self._sleep,
-                on_change=self._pace_changed,
-            )
-            self.outage = OutageGate(
-                max_outage=options.max_outage, clock=self._clock, sleep=self._sleep, on_change=self._emit
-            )
-            self.sender = sender = Sender(
-                transport,
-                options.base_url or "",
-                method=options.method,
-                policy=RetryPolicy(max_attempts=options.max_attempts),
-                auth=auth,
-                pacer=self.pacer,
-                sleep=self._sleep,
-                on_retry=self._retry_scheduled,
-                outage=self.outage,
-                redact=redact,
-                retry_unsafe=options.retry_unsafe,
-            )
-            self.started = time.monotonic()
-            cpu_started = time.process_time()
-            writer.write_event("run", event="start", pid=os.getpid(), options=_loggable(options))
-            prefix = request_prefix(options.method, options.base_url or "")
-            interrupted = await self._drive(
-                self._work(records, mapper, writer, index, prefix), sender, writer, index, handle_signals
-            )
-            elapsed = time.monotonic() - self.started
-            cpu = time.process_time() - cpu_started
+            if options.state is not None:
+                target = target_of(options.base_url or "", options.method, options.path)
+                state = SyncState(options.state, target, input_name=options.input, full=options.full)
+            recorder = Recorder(writer, ledger.index, self.tally, state, self._on_result)
+            async with contextlib.AsyncExitStack() as stack:
+                if own is not None:
+                    await stack.enter_async_context(own)
+                sender = await self._sender(transport, redact)
+                self.intake = intake = Intake(
+                    records,  # type: ignore[arg-type]
+                    mapper,
+                    recorder,
+                    prefix=request_prefix(options.method, options.base_url or ""),
+                    retry_failed=options.retry_failed,
+                    limit=options.limit,
+                    state=state,
+                    stopping=lambda: self._stopping,
+                    on_error=self._fail,
+                )
+                self.started = time.monotonic()
+                cpu_started = time.process_time()
+                writer.write_event("run", event="start", pid=os.getpid(), options=loggable(options))
+                interrupted = await self._drive(intake, sender, recorder, source, handle_signals)
+                elapsed = time.monotonic() - self.started
+                cpu = time.process_time() - cpu_started
+            outcome = "interrupted" if interrupted else "stopped" if self._fatal else "finished"
             writer.write_event(
                 "run",
-                event="interrupted" if interrupted else "stopped" if self._fatal else "end",
+                event="end" if outcome == "finished" else outcome,
                 elapsed_s=round(elapsed, 3),
                 requests=sender.requests,
                 **self.tally.as_dict(),
             )
+            if state is not None:
+                counts = {s.value: n for s, n in self.tally.by_status.items()}
+                state.close(outcome, {**counts, "rows": intake.rows_read, "requests": sender.requests})
         finally:
             source.close()
+            if state is not None:
+                state.close()
             if ledger is not None:
                 ledger.close()
-            if own_transport:
-                await transport.close()
         result = RunResult(
             tally=self.tally,
-            state=index.counts(),
-            already_done=self.already_done,
+            state=ledger.index.counts(),
+            already_done=intake.already_done,
             elapsed=elapsed,
             interrupted=interrupted,
             ledger_path=options.ledger_path,
-            rows_read=self.rows_read,
+            rows_read=intake.rows_read,
             input=options.input,
-            limited=self.limited,
+            limited=intake.limited,
             cpu_s=cpu,
             processes=options.processes,
             requests=sender.requests,
-            changed=self.changed,
-            repeated_keys=self._seen.repeated,
+            changed=intake.changed,
+            repeated_keys=intake.repeated_keys,
             archived_ledger=ledger.archived,
+            state_path=options.state,
         )
         if self._fatal is not None:
             # What the run did before it stopped goes with the error, for the summary.
@@ -268,17 +273,45 @@ class Run:
             raise self._fatal
         return result
 
+    async def _sender(self, transport: Transport, redact: Any) -> Sender:
+        """The sender and what it passes through: auth (checked now), pacer, outage gate."""
+        options = self.options
+        auth = auth_for(
+            options,
+            transport,
+            redact,
+            on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
+        )
+        await auth.header()  # a bad secret stops the run here, before any row is sent
+        self.pacer = Pacer(
+            options.concurrency, rate=options.rate, sleep=self._sleep, on_change=self._pace_changed
+        )
+        self.outage = OutageGate(
+            max_outage=options.max_outage, clock=self._clock, sleep=self._sleep, on_change=self._emit
+        )
+        self.sender = Sender(
+            transport,
+            options.base_url or "",
+            method=options.method,
+            policy=RetryPolicy(max_attempts=options.max_attempts),
+            auth=auth,
+            pacer=self.pacer,
+            sleep=self._sleep,
+            on_retry=self._retry_scheduled,
+            outage=self.outage,
+            redact=redact,
+            retry_unsafe=options.retry_unsafe,
+        )
+        return self.sender
+
     async def _drive(
-        self,
-        work: Iterator[Request],
-        sender: Sender,
-        writer: LedgerWriter,
-        index: LedgerIndex,
-        handle_signals: bool,
+        self, intake: Intake, sender: Sender, recorder: Recorder, source: Source, handle_signals: bool
     ) -> bool:
         loop = asyncio.get_running_loop()
+        work = intake.requests()
+        more = source.wait if isinstance(source, RowsInput) else _breathe
         workers = [
-            asyncio.create_task(self._worker(work, sender, writer, index))
+            asyncio.create_task(self._worker(work, more, sender, recorder))
             for _ in range(self.options.concurrency)
         ]
         all_done = asyncio.gather(*workers)
@@ -324,67 +357,20 @@ class Run:
                 loop.remove_signal_handler(sig)
         return self._stopping and self._fatal is None
 
-    def _work(
-        self,
-        records: Iterator[Record],
-        mapper: Mapper,
-        writer: LedgerWriter,
-        index: LedgerIndex,
-        prefix: bytes,
-    ) -> Iterator[Request]:
-        """Yield the requests to send; record rows that will not be sent."""
-        done = index.done_mask(self.options.retry_failed)
-        codes, fps = index.codes, index.fps
-        known = len(done)
-        tally_add = self.tally.add
-        seen_add = self._seen.add
-        budget = self.options.limit
-        try:
-            for record in records:
-                if self._stopping:
-                    return
-                mapped = mapper.map(record)
-                row = record.row
-                if type(mapped) is Request:
-                    fp = mapped.fp = fingerprint(prefix, mapped.path, mapped.body)
-                    seen_add(mapped.key)
-                else:
-                    assert isinstance(mapped, Rejected)
-                    fp = rejection_fingerprint(mapped.status, mapped.key, mapped.reason)
-                if row < known and codes[row]:
-                    if fps[row] == fp:
-                        if done[row]:
-                            self.rows_read += 1
-                            self.already_done += 1
-                            continue
-                    else:
-                        self.changed += 1
-                if budget is not None:
-                    if budget == 0:
-                        self.limited = True
-                        return
-                    budget -= 1
-                self.rows_read += 1
-                if type(mapped) is Request:
-                    yield mapped
-                else:
-                    assert isinstance(mapped, Rejected)
-                    result = _unsent(mapped, fp)
-                    writer.write(result)
-                    index.set(result)
-                    tally_add(result)
-        except InputError as exc:
-            # The file broke off (truncated gzip): finish the rows in flight, then report it.
-            self._fail(exc)
-
     async def _worker(
-        self, work: Iterator[Request], sender: Sender, writer: LedgerWriter, index: LedgerIndex
+        self,
+        work: Iterator[Request | None],
+        more: Callable[[], Awaitable[None]],
+        sender: Sender,
+        recorder: Recorder,
     ) -> None:
         send = sender.send
-        write = writer.write
-        tally_add = self.tally.add
+        record = recorder.record
         order = self._order
         for request in work:
+            if request is None:
+                await more()  # the intake passed over many rows, or waits for rows given in code
+                continue
             turn, before = order.take(request.key)
             self.in_flight += 1
             try:
@@ -399,9 +385,7 @@ class Run:
             finally:
                 self.in_flight -= 1
                 order.done(request.key, turn)
-            write(result)
-            index.set(result)
-            tally_add(result)
+            record(result)
             if self._first_failures is not None:
                 self._watch_first(result)
 
@@ -444,22 +428,6 @@ class Run:
             await asyncio.wait_for(event.wait(), seconds)
             raise _Interrupted
 
-    def _auth(self, transport: Transport, redact: Redactor) -> Auth:
-        options = self.options
-        if options.token:
-            return BearerToken(options.token)
-        if options.client_id and options.client_secret:
-            url = options.token_url or token_url_for(options.base_url or "")
-            return ClientCredentials(
-                transport,
-                url,
-                options.client_id,
-                options.client_secret,
-                on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
-                on_token=redact.add,
-            )
-        return NoAuth()
-
     def _say(self, line: str) -> None:
         if self._notice is not None:
             self._notice(line)
@@ -490,112 +458,5 @@ class Run:
         self._emit(f"{what}_changed", {"value": value, "reason": why})
 
 
-def dry_run(options: RunOptions, *, samples: int = 5) -> DryRunResult:
-    """Read, map and validate every row; send nothing, write no ledger."""
-    source, mapper, records = _open_input(options)
-    result = DryRunResult(Tally())
-    base = (options.base_url or "").rstrip("/")
-    with source:
-        for record in records:
-            mapped = mapper.map(record)
-            if isinstance(mapped, Request):
-                result.tally.by_status[Status.OK] += 1
-                if len(result.samples) < samples:
-                    result.samples.append((options.method.upper(), base + mapped.path, mapped.body))
-            else:
-                result.tally.add(_unsent(mapped))
-                if len(result.rejected) < samples:
-                    result.rejected.append(mapped)
-    return result
-
-
-def _unsent(rejected: Rejected, fp: int = 0) -> RowResult:
-    """The ledger record of a row that was not sent."""
-    status = Status(rejected.status)
-    return RowResult(rejected.row, rejected.line, rejected.key, status, None, 0, rejected.reason, None, fp)
-
-
-def _open_input(options: RunOptions) -> tuple[InputFile, Mapper, Iterator[Record]]:
-    template = PathTemplate(options.path)
-    source = InputFile(options.input, options.format)
-    try:
-        records: Iterator[Record] = iter(source)
-        if source.format is Format.CSV:
-            mapper = Mapper(
-                template,
-                schema=options.schema,
-                method=options.method,
-                fmt=source.format,
-                header=source.header,
-            )
-        else:
-            mapper = Mapper(template, schema=options.schema, method=options.method, fmt=source.format)
-            # A template naming a field that the first readable record lacks would fail every
-            # row: refuse it up front instead.
-            first = []
-            for record in records:
-                first.append(record)
-                if record.fields is not None:
-                    mapper.check_fields(record.fields)
-                    break
-            records = itertools.chain(first, records)
-    except BaseException:
-        source.close()
-        raise
-    return source, mapper, records
-
-
-def _ensure_open_files(needed: int) -> None:
-    """Raise the soft limit on open files to ``needed`` if it is lower, or refuse the run."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Unix
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise ConfigError(
-            f"--concurrency needs about {needed} open files, but the limit is {hard} (ulimit -n);"
-            " lower --concurrency or raise the limit"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def _transport_for(options: RunOptions) -> Transport:
-    headers = _base_headers(options)
-    if options.processes > 1:
-        return ProcessTransport(
-            processes=options.processes,
-            limit=options.concurrency,
-            timeout=options.timeout,
-            headers=headers,
-        )
-    return AiohttpTransport(limit=options.concurrency + 2, timeout=options.timeout, headers=headers)
-
-
-def _base_headers(options: RunOptions) -> dict[str, str]:
-    headers = {"Accept": "application/json", "User-Agent": "bulkpatch"}
-    if options.method.upper() not in ("GET", "DELETE"):
-        headers["Content-Type"] = "application/json"
-    headers.update(options.headers)
-    return headers
-
-
-def _loggable(options: RunOptions) -> dict[str, Any]:
-    """The options worth recording in the ledger: no secrets, no header values."""
-    return {
-        "method": options.method.upper(),
-        "base_url": options.base_url,
-        "concurrency": options.concurrency,
-        "processes": options.processes,
-        "rate": options.rate,
-        "max_attempts": options.max_attempts,
-        "timeout": options.timeout,
-        "retry_failed": options.retry_failed.value,
-        "retry_unsafe": options.retry_unsafe,
-        "max_outage": options.max_outage,
-        "limit": options.limit,
-        "headers": sorted(options.headers),
-        "auth": "token" if options.token else "client_credentials" if options.client_id else None,
-    }
+async def _breathe() -> None:
+    await asyncio.sleep(0)

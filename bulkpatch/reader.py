@@ -7,12 +7,14 @@ A record that cannot be read (invalid UTF-8, broken JSON, wrong column count) is
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import csv
 import gzip
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -259,3 +261,91 @@ def _json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return "a number"
+
+
+class RowsInput:
+    """Rows given as Python mappings instead of a file (the library's ``rows=``).
+
+    Each row reads like one JSON Lines record: the path fields are taken out, the rest is the
+    body. ``row`` and ``line`` are both the row's 1-based position. An async iterable is read by
+    a task of its own into a small buffer; iterating yields ``None`` while the buffer is empty.
+    """
+
+    format = Format.JSONL
+    header: list[str] | None = None
+    bytes_read = 0
+
+    def __init__(self, rows: Iterable[Any] | AsyncIterable[Any], *, name: str = "<rows>") -> None:
+        self.name = name
+        self._rows = rows
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._more = asyncio.Event()
+        self._room = asyncio.Event()
+        self._done = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def __iter__(self) -> Iterator[Record | None]:
+        return self._records()
+
+    def _records(self) -> Iterator[Record | None]:
+        source: Iterator[Any] = iter(self._rows) if isinstance(self._rows, Iterable) else self._drain()
+        at = 0
+        for row in source:
+            if row is _EMPTY:
+                yield None
+                continue
+            at += 1
+            if isinstance(row, Mapping):
+                yield Record(at, at, dict(row))
+            else:
+                yield Record(at, at, None, f"expected a mapping of fields, got {type(row).__name__}")
+
+    def _drain(self) -> Iterator[Any]:
+        while True:
+            if self._buffer:
+                yield self._buffer.popleft()
+                self._room.set()
+            elif self._done:
+                if self._error is not None:
+                    raise InputError(f"{self.name}: the rows broke off: {self._error}") from None
+                return
+            else:
+                if self._task is None:
+                    self._task = asyncio.get_running_loop().create_task(self._fill())
+                self._more.clear()
+                yield _EMPTY
+
+    async def wait(self) -> None:
+        """Wait until more rows are buffered (or there will be none)."""
+        if isinstance(self._rows, Iterable) or self._buffer or self._done:
+            await asyncio.sleep(0)
+            return
+        await self._more.wait()
+
+    async def _fill(self) -> None:
+        assert not isinstance(self._rows, Iterable)
+        try:
+            async for row in self._rows:
+                self._buffer.append(row)
+                self._more.set()
+                if len(self._buffer) >= _ROWS_BUFFER:
+                    self._room.clear()
+                    await self._room.wait()
+        except Exception as exc:  # the caller's iterable failed: the run reports it as broken input
+            self._error = exc
+        finally:
+            self._done = True
+            self._more.set()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        close = getattr(self._rows, "close", None)
+        if callable(close) and isinstance(self._rows, Iterator):
+            close()
+
+
+#: rows an async iterable may run ahead of the run
+_ROWS_BUFFER = 1024
+_EMPTY = object()

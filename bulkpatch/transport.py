@@ -31,9 +31,9 @@ class Response:
 
     status: int
     #: the raw ``Retry-After`` header, if any
-    retry_after: str | None
+    retry_after: str | None = None
     #: the body, at most ``BODY_KEEP`` bytes of it
-    body: bytes
+    body: bytes = b""
     #: the raw ``Location`` header, if any: where a 3xx (never followed) pointed
     location: str | None = None
 

@@ -260,6 +260,7 @@ class ProcessTransport:
             raise
 
     async def __aenter__(self) -> ProcessTransport:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

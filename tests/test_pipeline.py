@@ -12,7 +12,8 @@ from fakes import FakeClock, FakeTransport, ok, write
 from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
 from bulkpatch.ledger import Status, iter_records
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run, dry_run
+from bulkpatch.dry_run import dry_run
+from bulkpatch.pipeline import Run
 from bulkpatch.resume import LedgerIndex
 from bulkpatch.transport import Response
 
@@ -249,12 +250,12 @@ async def test_limit_makes_a_canary_run_and_the_next_run_goes_on(tmp_path: Path)
 def test_open_file_limit_is_raised_or_the_run_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from bulkpatch import pipeline
+    from bulkpatch import wiring
 
     limits = {"soft": 256, "hard": 4096}
     monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
     monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
-    pipeline._ensure_open_files(1000)
+    wiring.ensure_open_files(1000)
     assert limits["soft"] == 1000
     with pytest.raises(ConfigError, match="limit is 4096"):
-        pipeline._ensure_open_files(5000)
+        wiring.ensure_open_files(5000)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bulkpatch.demo import DEMO_ROWS, migration_csv, migration_jsonl
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import dry_run
+from bulkpatch.dry_run import dry_run
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

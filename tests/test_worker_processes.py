@@ -174,9 +174,11 @@ async def test_an_unexpected_error_in_a_worker_is_reported_not_waited_for(server
 
 async def test_a_worker_that_cannot_start_is_a_worker_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
-        with pytest.raises(WorkerError, match="cannot start a worker process"):
-            await transport.start()
+    transport = ProcessTransport(processes=2, limit=2, timeout=5)
+    with pytest.raises(WorkerError, match="cannot start a worker process"):
+        async with transport:  # entering starts the workers
+            pass
+    await transport.close()
 
 
 def test_bad_arguments() -> None:

@@ -1,0 +1,164 @@
+"""From input records to the requests worth sending, in input order.
+
+Every record is mapped, fingerprinted and then either
+
+* skipped: the ledger already holds an answer to this very request at this row (a resume), or the
+  sync state says this very request was the last one applied to its key (``unchanged``);
+* recorded without sending: it could not be mapped (``invalid``) or has nothing to send
+  (``skipped``); or
+* yielded, to be sent.
+
+The intake is one generator that all workers pull from: nothing is materialized and no task is
+created per row. Records are looked up in the sync state in batches (one query per
+``BATCH`` rows). It yields ``None`` now and then while it passes over rows without sending any,
+so that a long stretch of done rows never keeps the event loop (progress, signals) waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from bulkpatch.errors import InputError
+from bulkpatch.key_order import SeenKeys
+from bulkpatch.ledger import RowResult, Status
+from bulkpatch.mapping import Mapper, Rejected, Request
+from bulkpatch.reader import Record
+from bulkpatch.recorder import Recorder
+from bulkpatch.resume import RetryFailed, fingerprint, rejection_fingerprint
+from bulkpatch.sync_state import SyncState
+
+#: records read and looked up in the sync state at a time
+BATCH = 256
+#: rows passed over without yielding before the intake yields ``None`` to let the loop breathe
+_BREATHE = 512
+_OK_CODE = 1
+
+
+class Intake:
+    """Iterate ``requests()`` for what to send; the counters say what was passed over."""
+
+    def __init__(
+        self,
+        records: Iterator[Record],
+        mapper: Mapper,
+        recorder: Recorder,
+        *,
+        prefix: bytes,
+        retry_failed: RetryFailed = RetryFailed.NONE,
+        limit: int | None = None,
+        state: SyncState | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        on_error: Callable[[InputError], None] | None = None,
+    ) -> None:
+        self._records = records
+        self._mapper = mapper
+        self._recorder = recorder
+        self._prefix = prefix
+        self._retry_failed = retry_failed
+        self._budget = limit
+        self._state = state
+        self._stopping = stopping
+        self._on_error = on_error
+        self._seen = SeenKeys()
+        #: rows read from the input (sent, recorded or passed over)
+        self.rows_read = 0
+        #: rows not sent because the ledger already answered the same request
+        self.already_done = 0
+        #: rows whose request differs from the one last recorded for them (ledger or state)
+        self.changed = 0
+        #: True when ``limit`` ended the intake before the end of the input
+        self.limited = False
+
+    @property
+    def repeated_keys(self) -> int:
+        """Keys that appeared on more than one row read so far."""
+        return self._seen.repeated
+
+    def requests(self) -> Iterator[Request | None]:
+        """The requests to send, in input order; ``None`` now and then (see the module docstring)."""
+        index = self._recorder.index
+        done = index.done_mask(self._retry_failed)
+        codes, fps, known = index.codes, index.fps, len(done)
+        record = self._recorder.record
+        state = self._state
+        seen_add = self._seen.add
+        quiet = 0
+        for batch in self._batches():
+            applied, failing = state.lookup(_keys(batch)) if state is not None else ({}, set())
+            for row, mapped, fp in batch:
+                if self._stopping():
+                    return
+                sendable = type(mapped) is Request
+                repeated = sendable and seen_add(mapped.key)
+                if row < known and codes[row]:
+                    if fps[row] == fp:
+                        if done[row]:
+                            self.rows_read += 1
+                            self.already_done += 1
+                            if state is not None and codes[row] == _OK_CODE:
+                                # The state may lag the ledger after a crash: catch it up.
+                                state.record(RowResult(row, mapped.line, mapped.key, Status.OK, fp=fp))
+                            quiet += 1
+                            if quiet >= _BREATHE:
+                                quiet = 0
+                                yield None
+                            continue
+                    else:
+                        self.changed += 1
+                key = mapped.key
+                if sendable and state is not None:
+                    last = applied.get(key)
+                    if last == fp and not repeated and key not in failing:
+                        self.rows_read += 1
+                        record(RowResult(row, mapped.line, key, Status.UNCHANGED, fp=fp))
+                        quiet += 1
+                        if quiet >= _BREATHE:
+                            quiet = 0
+                            yield None
+                        continue
+                    if last is not None:
+                        self.changed += 1
+                if self._budget is not None:
+                    if self._budget == 0:
+                        self.limited = True
+                        return
+                    self._budget -= 1
+                self.rows_read += 1
+                if sendable:
+                    quiet = 0
+                    yield mapped  # type: ignore[misc]
+                else:
+                    assert isinstance(mapped, Rejected)
+                    status = Status(mapped.status)
+                    record(RowResult(row, mapped.line, key, status, None, 0, mapped.reason, None, fp))
+
+    def _batches(self) -> Iterator[list[tuple[int, Request | Rejected, int]]]:
+        """Mapped and fingerprinted records, ``BATCH`` at a time; a broken input ends them."""
+        mapper_map = self._mapper.map
+        prefix = self._prefix
+        batch: list[tuple[int, Request | Rejected, int]] = []
+        try:
+            for record in self._records:
+                mapped = mapper_map(record)
+                if type(mapped) is Request:
+                    fp = mapped.fp = fingerprint(prefix, mapped.path, mapped.body)
+                else:
+                    assert isinstance(mapped, Rejected)
+                    fp = rejection_fingerprint(mapped.status, mapped.key, mapped.reason)
+                batch.append((record.row, mapped, fp))
+                if len(batch) >= BATCH or self._state is None:
+                    yield batch
+                    batch = []
+        except InputError as exc:
+            # The file broke off (truncated gzip): the rows read so far still count.
+            if batch:
+                yield batch
+                batch = []
+            if self._on_error is not None:
+                self._on_error(exc)
+        if batch:
+            yield batch
+
+
+def _keys(batch: list[tuple[int, Request | Rejected, int]]) -> list[str]:
+    return [mapped.key for _, mapped, _ in batch if type(mapped) is Request]
