@@ -52,7 +52,7 @@ class FlowPolicy:
     #: seconds of answers that count as evidence (and the longest a stale pattern lasts)
     window: float = 3.0
     #: at most this many of the latest answers count, so evidence is fresh at high rates
-    window_answers: int = 200
+    window_answers: int = 100
     #: a pattern needs at least this many 429/503 answers in the window (K) ...
     min_overloads: int = 20
     #: ... making up at least this share of the window's answers (X): pause, shrink concurrency
