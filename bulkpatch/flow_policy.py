@@ -133,14 +133,18 @@ class FlowControl:
         self.no_answers = 0
         self._add(now, answer)
         if answer is Answer.OK:
-            return self._grow(now)
+            refined = now - self._last_rate_cut < 1.0 and self._refine_rate(now)
+            return self._grow(now) or refined
         if answer is Answer.OTHER:
             return False
         changed = False
         if answer is Answer.RATE_LIMITED:
             self._last_429 = now
-            if self._rate_pattern() and now - self._last_rate_cut >= self.policy.cooldown:
-                changed = self._cut_rate(now)
+            if self._rate_pattern():
+                if now - self._last_rate_cut >= self.policy.cooldown:
+                    changed = self._cut_rate(now)
+                else:
+                    changed = self._refine_rate(now)
         if self._overload_pattern() and now - self._last_decrease >= self.policy.cooldown:
             changed = self._shrink(now) or changed
         return changed
@@ -192,7 +196,8 @@ class FlowControl:
             if int(self.limit) != before:
                 self._changed("concurrency", self.limit, "raised after successes")
                 changed = True
-        if self.learned_rate is not None and now - self._last_rate_step >= 1.0:
+        # A step waits for the evidence to clear (the burst that taught the rate, say).
+        if self.learned_rate is not None and now - self._last_rate_step >= 1.0 and not self._rate_pattern():
             self._last_rate_step = now
             changed = self._raise_rate(now) or changed
         return changed
@@ -200,7 +205,7 @@ class FlowControl:
     def _raise_rate(self, now: float) -> bool:
         p = self.policy
         learned = self.learned_rate
-        if learned is None or self._rate_pattern():
+        if learned is None:
             return False
         ceiling = p.rate_ceiling * self._refused
         if learned < ceiling:
@@ -213,18 +218,32 @@ class FlowControl:
         self._changed("rate", learned, "raised after a second without a pattern of 429s")
         return True
 
-    def _cut_rate(self, now: float) -> bool:
-        self._last_rate_cut = self._last_rate_step = now
+    def _accepted(self, now: float) -> int:
+        """Successes counted in the last second: what the server let through."""
         ok_times = self._ok_times
         while ok_times and ok_times[0] <= now - 1.0:
             ok_times.popleft()
-        accepted = len(ok_times)  # what the server let through in the last second
+        return len(ok_times)
+
+    def _cut_rate(self, now: float) -> bool:
+        self._last_rate_cut = self._last_rate_step = now
+        accepted = self._accepted(now)
         if accepted < 1:
             return False
         self._refused = float(accepted)
         self.learned_rate = self.policy.rate_backoff * accepted
         why = f"set to {self.policy.rate_backoff:.0%} of what the server accepted before its 429s"
         self._changed("rate", self.learned_rate, why)
+        return True
+
+    def _refine_rate(self, now: float) -> bool:
+        # Requests the server admitted before its 429s may still be answering when the pattern
+        # is seen: for a second after it, what the server accepted can only be counted upwards.
+        accepted = self._accepted(now)
+        if self.learned_rate is None or accepted <= self._refused:
+            return False
+        self._refused = float(accepted)
+        self.learned_rate = self.policy.rate_backoff * accepted  # quietly: one event per cut
         return True
 
     def _shrink(self, now: float) -> bool:
