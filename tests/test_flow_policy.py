@@ -181,7 +181,7 @@ def test_unreachable_after_k_requests_in_a_row_without_an_answer() -> None:
 
 
 def test_policy_knobs_are_checked() -> None:
-    with pytest.raises(ValueError, match="FlowPolicy.window must be positive"):
+    with pytest.raises(ValueError, match=r"FlowPolicy\.window must be positive"):
         FlowPolicy(window=0)
-    with pytest.raises(ValueError, match="FlowPolicy.backoff must be at most 1"):
+    with pytest.raises(ValueError, match=r"FlowPolicy\.backoff must be at most 1"):
         FlowPolicy(backoff=1.5)
