@@ -10,8 +10,9 @@ fraction of a second and a real rate limit is seen after a few dozen rejections.
 
 On a pattern, and at most once per ``cooldown``, the concurrency limit shrinks gently (x0.9,
 the backoff of Netflix concurrency-limits' AIMD) down to a floor that still makes progress; a
-pattern of 429s also caps the rate at 90% of the successes counted in the last second (what
-the server accepted); and a ``Retry-After`` then pauses every worker. Without a pattern the
+pattern of 429s also caps the rate at 90% of the successes counted in one second up to the
+pattern (what the server accepted; counted on for a second, as admitted requests still answer);
+and a ``Retry-After`` then pauses every worker. Without a pattern the
 limit grows back by one per limit's worth of successes, and a learned rate by 5% a second up
 to 97% of the rate the server refused; it probes beyond only after ``probe_after`` seconds
 without a single 429.
@@ -46,8 +47,9 @@ class Answer(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class FlowPolicy:
-    """The knobs of flow control. The defaults keep a run at full speed through up to ~30% of
-    per-row 429/503 answers, and bring it under a server's rate limit within a few dozen 429s."""
+    """The knobs of flow control. The defaults keep a run at full speed when a fifth of all
+    answers are per-row 429/503s (issue #12's case), and bring it under a server's rate limit
+    after 25 429s (plus what is in flight)."""
 
     #: seconds of answers that count as evidence (and the longest a stale pattern lasts)
     window: float = 3.0
