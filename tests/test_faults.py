@@ -54,7 +54,8 @@ class FaultyServer:
             request.transport.close()
             return web.Response(status=204)
         elif kind == "slow" and n == 1:
-            await asyncio.wait_for(self.release.wait(), 2.0)
+            # Far beyond the client's timeout (--timeout 1.5 below), so no load makes it in time.
+            await asyncio.wait_for(self.release.wait(), 6.0)
         elif kind in ("404", "400"):
             status = int(kind)
         self.by_status[status] += 1
@@ -79,13 +80,14 @@ async def faulty() -> AsyncIterator[tuple[FaultyServer, str]]:
     await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_transient_faults_end_ok_permanent_ones_fail_once(
     tmp_path: Path, faulty: tuple[FaultyServer, str]
 ) -> None:
     server, base = faulty
     ids = [f"{kind}-{i}" for kind in ("503x2", "429", "drop", "slow", "404", "400", "fine") for i in range(3)]
     source = write(tmp_path / "f.csv", "workload_id,name\n" + "".join(f"{w},n-{w}\n" for w in ids))
-    args = ["run", str(source), "--base-url", base, "--timeout", "0.5", "--max-attempts", "5", "-q"]
+    args = ["run", str(source), "--base-url", base, "--timeout", "1.5", "--max-attempts", "5", "-q"]
     result = await asyncio.to_thread(
         CliRunner().invoke, cli, args, env={"BULKPATCH_TOKEN": TOKEN}, catch_exceptions=False
     )
@@ -107,7 +109,7 @@ async def test_transient_faults_end_ok_permanent_ones_fail_once(
     assert [server.seen[f"503x2-{i}"] for i in range(3)] == [3, 3, 3]
     for i in range(3):
         first, second = server.times[f"429-{i}"]
-        assert second - first >= 1.0  # no retry before Retry-After
+        assert second - first >= 0.99  # no retry before Retry-After (timers may round down)
     tally = summarise(ledger)
     assert (tally.by_status["ok"], tally.by_status["failed"]) == (15, 6)
     assert tally.attempts == sum(server.seen.values())
