@@ -19,7 +19,10 @@ from bulkpatch.stats import Tally, error_kind
         # The parts of a message that are no ids stay as they are.
         ("HTTP 503", "HTTP 503"),
         ("invalid UTF-8", "invalid UTF-8"),
-        ("enabled: expected true/false/1/0/yes/no, got 'maybe'", "enabled: expected true/false/1/0/yes/no, got '…'"),
+        (
+            "enabled: expected true/false/1/0/yes/no, got 'maybe'",
+            "enabled: expected true/false/1/0/yes/no, got '…'",
+        ),
         ("HTTP 400: the workload's name can't be empty", "HTTP 400: the workload's name can't be empty"),
         ("missing workload_id", "missing workload_id"),
     ],
@@ -32,7 +35,11 @@ def test_twenty_missing_workloads_are_one_kind_of_error_with_an_example_key() ->
     tally = Tally()
     for i in range(20):
         key = f"w-{i:04d}"
-        tally.add(RowResult(i + 1, i + 2, key, Status.FAILED, 404, 1, f"HTTP 404: NotFound: workload {key} not found"))
+        tally.add(
+            RowResult(
+                i + 1, i + 2, key, Status.FAILED, 404, 1, f"HTTP 404: NotFound: workload {key} not found"
+            )
+        )
     tally.add(RowResult(21, 22, "w-0100", Status.FAILED, 503, 5, "HTTP 503"))
     assert tally.errors == {"HTTP 404: NotFound: workload <id> not found": 20, "HTTP 503": 1}
     assert tally.as_dict()["top_errors"] == [
