@@ -85,15 +85,22 @@ class Progress:
         run = self._run
         fmt = (run.options.format or "").lower() or ("csv" if ".csv" in run.options.input else "jsonl")
         if not self._live:
+            logged = False
             try:
                 with contextlib.suppress(Exception):
                     self._total = await asyncio.to_thread(count_rows, run.options.input, fmt)
+                # The pacer comes once the configuration is checked: a run refused before it
+                # sends anything ends with its one-line error, and no log lines around it.
+                while run.pacer is None:
+                    await self._sleep(0.1)
                 self.log("start")
+                logged = True
                 while True:
                     await self._sleep(LOG_INTERVAL)
                     self.log("progress")
             except asyncio.CancelledError:
-                self.log("end")
+                if logged:
+                    self.log("end")
                 raise
         with contextlib.suppress(Exception):
             self._total = await asyncio.to_thread(count_rows, run.options.input, fmt)

@@ -257,3 +257,16 @@ def test_the_summary_groups_twenty_missing_workloads_in_one_line(tmp_path: Path)
     print_report(Console(file=out, width=200), tally, ["a.ledger.jsonl", "fix.ledger.jsonl"])
     assert "ledgers a.ledger.jsonl, fix.ledger.jsonl: 20 rows" in out.getvalue()
     assert out.getvalue().count("HTTP 404") == 1
+
+
+async def test_a_run_refused_before_sending_writes_no_log_lines(tmp_path: Path) -> None:
+    progress, run, _, sink = log_progress(tmp_path)
+    run.pacer = None  # the configuration was refused: the run never got to send
+
+    async def refused(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    progress._sleep = refused
+    with pytest.raises(asyncio.CancelledError):
+        await progress.watch()
+    assert sink.getvalue() == ""  # the one-line error stays the only line on stderr

@@ -10,11 +10,12 @@ import orjson
 import pytest
 from fakes import write
 
+from bulkpatch.chain import parse_row
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Request
 from bulkpatch.reader import Format, InputFile
-from bulkpatch.report import exit_status, parse_row, summarise, write_failed
+from bulkpatch.report import exit_status, summarise, write_failed
 
 
 def ledger_for(source: Path, *results: RowResult | bytes, name: str | None = None) -> Path:
@@ -228,3 +229,62 @@ def test_failed_out_makes_an_existing_file_private(tmp_path: Path) -> None:
 def test_missing_ledger_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no ledger at"):
         summarise(tmp_path / "nope.jsonl")
+
+
+def test_a_row_whose_id_was_fixed_replaces_its_original_through_row(tmp_path: Path) -> None:
+    source = csv_input(tmp_path, "a.csv", ["w1,a", "ghost,b", ",c"])
+    first = ledger_for(
+        source,
+        ok(1, "w1"),
+        failed(2, "ghost"),
+        RowResult(3, 4, "", Status.INVALID, None, 0, "missing workload_id"),
+    )
+    out = tmp_path / "fix.csv"
+    assert write_failed(first, str(out)) == 2
+    rows = read_csv(out)
+    rows[1][0], rows[2][0] = "w2", "w3"  # the operator corrects both ids
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    fix = ledger_for(out, ok(1, "w2"), failed(2, "w3", 503))
+    tally = summarise(first, fix)
+    assert (tally.total, tally.by_status[Status.OK], tally.by_status[Status.FAILED], tally.bad) == (
+        3,
+        2,
+        1,
+        1,
+    )
+    # The last failure goes round once more, through fix-2.csv: the chain ends clean.
+    out2 = tmp_path / "fix-2.csv"
+    assert write_failed([first, fix], str(out2)) == 1
+    assert read_csv(out2)[1] == ["w3", "c", "failed", "503", "HTTP 503: NotFound: workload w3 not found", "2"]
+    fix2 = ledger_for(out2, ok(1, "w3"))
+    tally = summarise(first, fix, fix2)
+    assert (tally.total, tally.bad, exit_status(tally)) == (3, 0, 0)
+
+
+def test_jsonl_rows_are_tied_to_their_original_through_the_bulkpatch_object(tmp_path: Path) -> None:
+    source = write(tmp_path / "a.jsonl", '{"workload_id":"ghost","name":"x"}\n')
+    first = ledger_for(source, failed(1, "ghost"))
+    out = tmp_path / "fix.jsonl"
+    write_failed(first, str(out))
+    out.write_text(out.read_text().replace("ghost", "w1", 1))
+    fix = ledger_for(out, ok(1, "w1"))
+    assert summarise(first, fix).by_status == {Status.OK: 1}
+
+
+def test_rows_from_an_earlier_ledger_are_not_tied_by_row_in_a_merged_fix_file(tmp_path: Path) -> None:
+    first = ledger_for(csv_input(tmp_path, "a.csv", ["w1,a", "w2,b"]), failed(1, "w1"), failed(2, "w2"))
+    fix = ledger_for(csv_input(tmp_path, "fix.csv", ["w2,b2"]), failed(1, "w2"))
+    out = tmp_path / "fix-2.csv"
+    assert write_failed([first, fix], str(out)) == 2
+    # w1 comes from a.csv, two ledgers back: its _row would name the wrong ledger's row.
+    assert [(row[0], row[-1]) for row in read_csv(out)[1:]] == [("w1", ""), ("w2", "1")]
+
+
+def test_a_fix_file_that_is_gone_ties_nothing(tmp_path: Path) -> None:
+    first = ledger_for(csv_input(tmp_path, "a.csv", ["ghost,a"]), failed(1, "ghost"))
+    out = tmp_path / "fix.csv"
+    write_failed(first, str(out))
+    fix = ledger_for(out, ok(1, "w1"))
+    out.unlink()
+    assert summarise(first, fix).by_status == {Status.OK: 1, Status.FAILED: 1}
