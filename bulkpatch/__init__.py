@@ -35,7 +35,8 @@ _EXPORTS = {
     "RowResult": "ledger",
     "Run": "pipeline",
     "RunOptions": "options",
-    "RunResult": "pipeline",
+    "RunResult": "results",
+    "RunStatus": "results",
     "RunStopped": "errors",
     "Schema": "schema",
     "Status": "ledger",
@@ -64,6 +65,7 @@ __all__ = [
     "Run",
     "RunOptions",
     "RunResult",
+    "RunStatus",
     "RunStopped",
     "Schema",
     "Status",
@@ -110,7 +112,8 @@ if TYPE_CHECKING:
     )
     from bulkpatch.ledger import RowResult, Status
     from bulkpatch.options import RunOptions
-    from bulkpatch.pipeline import Run, RunResult
+    from bulkpatch.pipeline import Run
+    from bulkpatch.results import RunResult, RunStatus
     from bulkpatch.resume import RetryFailed
     from bulkpatch.schema import Schema, WorkloadPatch
     from bulkpatch.transport import Response, Transport

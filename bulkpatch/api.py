@@ -23,7 +23,8 @@ from typing import Any
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.pipeline import Run
+from bulkpatch.results import RunResult
 from bulkpatch.transport import Transport
 from bulkpatch.wiring import Transform
 

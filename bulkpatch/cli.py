@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 import click
 import orjson
@@ -26,7 +26,8 @@ from bulkpatch.dry_run import dry_run as dry_run_rows
 from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
 from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.options import RunOptions, parse_header
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.pipeline import Run
+from bulkpatch.results import RunResult
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
@@ -251,6 +252,13 @@ def cli() -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Append one JSON line per retry, pause, concurrency change or token renewal.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Status lines when stderr is no terminal (cron, kubectl logs): text, or one JSON object each.",
+)
 def run(
     input: str,
     fmt: str | None,
@@ -274,6 +282,7 @@ def run(
     progress: bool | None,
     quiet: bool,
     log_json: str | None,
+    log_format: Literal["text", "json"],
 ) -> int:
     """Send one request per row of INPUT (.csv, .jsonl, .ndjson, gzipped too, or - for stdin).
 
@@ -335,7 +344,13 @@ def run(
     with _event_log(log_json) as events:
         try:
             result = run_async(
-                _run_with_progress(Run(options, events=events, notice=notice), err, live=live, quiet=quiet)
+                _run_with_progress(
+                    Run(options, events=events, notice=notice),
+                    err,
+                    live=live,
+                    quiet=quiet,
+                    log_format=log_format,
+                )
             )
         except BulkPatchError as exc:
             # The run stopped early: show what it did, then why (one line), then exit.
@@ -356,12 +371,14 @@ def _print_safely(show: Callable[[], None]) -> None:
         _quiet_stdout()
 
 
-async def _run_with_progress(run: Run, console: Console, *, live: bool, quiet: bool) -> RunResult:
+async def _run_with_progress(
+    run: Run, console: Console, *, live: bool, quiet: bool, log_format: Literal["text", "json"] = "text"
+) -> RunResult:
     from bulkpatch.display import Progress
 
     watcher = None
     if not quiet:
-        watcher = asyncio.create_task(Progress(run, console, live=live).watch())
+        watcher = asyncio.create_task(Progress(run.status, console, live=live, log_format=log_format).watch())
     try:
         return await run.execute(handle_signals=True)
     finally:
@@ -410,7 +427,7 @@ def _print_dry_run(out: Console, found: Any) -> None:
 
 
 @cli.command()
-@click.argument("ledger", type=click.Path(dir_okay=False))
+@click.argument("ledgers", metavar="LEDGER...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--failed-out",
@@ -423,23 +440,27 @@ def _print_dry_run(out: Console, found: Any) -> None:
     type=click.Path(dir_okay=False),
     help="The input to copy rows from.  [default: the one the ledger names]",
 )
-def report(ledger: str, as_json: bool, failed_out: str | None, input_path: str | None) -> int:
-    """Summarise LEDGER: the latest outcome of every row."""
-    from bulkpatch.display import print_report
-    from bulkpatch.report import summarise, write_failed
+def report(ledgers: tuple[str, ...], as_json: bool, failed_out: str | None, input_path: str | None) -> int:
+    """Summarise LEDGER...: the latest outcome of every row.
 
-    tally = summarise(ledger)
-    written = write_failed(ledger, failed_out, input_path=input_path) if failed_out else None
+    Over several ledgers in order (a run, then the run of its fix file...), the latest outcome
+    of each key wins. Exit status: 0 no row failed or invalid; 1 some are; 2 bad usage.
+    """
+    from bulkpatch.display import print_report
+    from bulkpatch.report import exit_status, summarise, write_failed
+
+    tally = summarise(*ledgers)
+    written = write_failed(ledgers, failed_out, input_path=input_path) if failed_out else None
     if as_json:
         data = tally.as_dict()
         if written is not None:
             data["failed_out"] = {"path": failed_out, "rows": written}
-        click.echo(orjson.dumps(data).decode())
+        _print_safely(lambda: click.echo(orjson.dumps(data).decode()))
     else:
-        print_report(_Stdout(), tally, ledger)
+        _print_safely(lambda: print_report(_Stdout(), tally, ledgers))
         if written is not None:
-            click.echo(f"wrote {written:,} rows to {failed_out}")
-    return 0
+            _print_safely(lambda: click.echo(f"wrote {written:,} rows to {failed_out}"))
+    return exit_status(tally)
 
 
 @cli.command()

@@ -22,7 +22,8 @@ from bulkpatch.mapping import encode_segment
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.pipeline import Run
+from bulkpatch.results import RunResult
 from bulkpatch.transport import AiohttpTransport, Transport
 
 DEMO_ROWS = 1000

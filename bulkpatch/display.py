@@ -1,7 +1,9 @@
 """What the operator sees: live progress while a run goes, and the summary after it.
 
 Part of the CLI layer (with ``cli.py``): the only other module that touches rich and the terminal.
-Progress is redrawn on a timer from counters the run keeps anyway, never per row.
+Progress is redrawn on a timer from counters the run keeps anyway, never per row. When stderr is
+no terminal (cron, ``kubectl logs``) it becomes log lines instead (``logline.py``), one every
+``LOG_INTERVAL`` seconds and at start and end.
 """
 
 from __future__ import annotations
@@ -9,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import stat
 import time
-from collections import deque
-from collections.abc import Callable
-from pathlib import Path
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -22,8 +22,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from bulkpatch.hints import fix_file_name, safe_command, without_limit
 from bulkpatch.ledger import Status
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.logline import Event, LogFormat, RunLog, hms
+from bulkpatch.results import RunResult, RunStatus
 from bulkpatch.stats import Tally
 
 #: seconds between status lines when stderr is not a terminal (cron, Kubernetes logs)
@@ -54,46 +56,88 @@ def count_rows(name: str, fmt: str) -> int | None:
 
 
 class Progress:
-    """Redraws a one-line status from a ``Run``'s counters; call ``await watch()`` beside the run."""
+    """Redraws a one-line status from a run's status snapshots; ``await watch()`` beside the run.
+
+    ``status`` is ``Run.status`` (or anything that returns a ``RunStatus``).
+
+    ``live`` False writes log lines instead, as ``log_format`` ``"text"`` or ``"json"``.
+    ``clock`` times rates, ``wall`` stamps log lines and ``sleep`` waits between them.
+    """
 
     def __init__(
-        self, run: Run, console: Console, *, live: bool, clock: Callable[[], float] = time.monotonic
+        self,
+        status: Callable[[], RunStatus],
+        console: Console,
+        *,
+        live: bool,
+        log_format: LogFormat = "text",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._run = run
+        self._status = status
         self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
         self._console = console
         self._live = live
+        self._log = RunLog(log_format)
         self._total: int | None = None
         self._samples: deque[tuple[float, int]] = deque()
-        self._file_size = _size(run.options.input)
+        self._input = status().input
+        self._file_size = _size(self._input)
+
+    async def _count(self) -> None:
+        """Count the input's rows, once the run has opened it and knows its format."""
+        while (fmt := self._status().format) is None:
+            await self._sleep(0.05)
+        with contextlib.suppress(Exception):
+            self._total = await asyncio.to_thread(count_rows, self._input, fmt)
 
     async def watch(self) -> None:
-        run = self._run
-        fmt = (run.options.format or "").lower() or ("csv" if ".csv" in run.options.input else "jsonl")
-        with contextlib.suppress(Exception):
-            self._total = await asyncio.to_thread(count_rows, run.options.input, fmt)
         if not self._live:
-            while True:
-                await asyncio.sleep(LOG_INTERVAL)
-                self._console.print(self.line().plain, highlight=False)
+            logged = False
+            try:
+                # A run refused before it sends anything ends with its one-line error, and no
+                # log lines around it: the first line waits until the run is under way.
+                while not self._status().ready:
+                    await self._sleep(0.1)
+                await self._count()
+                self.log("start")
+                logged = True
+                while True:
+                    await self._sleep(LOG_INTERVAL)
+                    self.log("progress")
+            except asyncio.CancelledError:
+                if logged:
+                    self.log("end")
+                raise
+        await self._count()
         with Live(self.line(), console=self._console, refresh_per_second=4, transient=True) as live:
             while True:
                 await asyncio.sleep(0.25)
                 live.update(self.line())
 
-    def _done(self) -> int:
-        return self._run.tally.total + self._run.already_done
+    def log(self, event: Event) -> None:
+        """Write one log line; a closed stderr is no reason to stop the run."""
+        total = self._estimated_total()
+        record = self._log.record(self._status(), event, now=self._clock(), wall=self._wall(), total=total)
+        text = self._log.format(record)
+        with contextlib.suppress(OSError, ValueError):
+            self._console.file.write(text + "\n")
+            self._console.file.flush()
 
-    def _estimated_total(self) -> int | None:
+    def _estimated_total(self, status: RunStatus | None = None) -> int | None:
         if self._total is not None:
             return self._total
-        source = self._run.source
-        if source is None or not self._file_size or not source.bytes_read:
+        status = status or self._status()
+        if not self._file_size or not status.bytes_read:
             return None
         # gzip: scale the rows read so far by the share of compressed bytes consumed.
-        return int(self._run.rows_read * self._file_size / source.bytes_read)
+        return int(status.rows_read * self._file_size / status.bytes_read)
 
     def _rate(self, now: float, done: int) -> float:
+        """Rows per second over the last ``_RATE_WINDOW`` seconds, of this run's rows only."""
         samples = self._samples
         samples.append((now, done))
         while len(samples) > 2 and now - samples[0][0] > _RATE_WINDOW:
@@ -102,13 +146,13 @@ class Progress:
         return (done - d0) / (now - t0) if now > t0 else 0.0
 
     def line(self) -> Text:
-        run = self._run
+        status = self._status()
         now = self._clock()
-        done = self._done()
-        rate = self._rate(now, done)
-        total = self._estimated_total()
-        elapsed = now - run.started
-        by = run.tally.by_status
+        done = status.done + status.already_done
+        rate = self._rate(now, status.done)
+        total = self._estimated_total(status)
+        elapsed = now - status.started
+        by = Counter(status.counts)
         text = Text()
         if total:
             total = max(total, done)
@@ -120,13 +164,14 @@ class Progress:
         else:
             text.append(f"{done:,} rows")
         text.append(f"  {rate:,.0f}/s")
-        text.append(f"  elapsed {_clock(elapsed)}")
-        pacer = run.pacer
-        paused = pacer.paused_for if pacer is not None else 0.0
-        if paused > 0:
+        text.append(f"  elapsed {hms(elapsed)}")
+        paused = status.paused_for
+        if status.outage_for > 0:
+            text.append(f"  API unreachable for {status.outage_for:.0f}s, probing", style="yellow")
+        elif paused > 0:
             text.append(f"  paused {paused:.0f}s (Retry-After)", style="yellow")
         elif total and rate > 0 and elapsed >= 3 and done < total:
-            text.append(f"  ETA {_clock(min((total - done) / rate, 359_999))}")
+            text.append(f"  ETA {hms(min((total - done) / rate, 359_999))}")
         text.append("  ok ")
         text.append(f"{by[Status.OK]:,}", style="green")
         if by[Status.FAILED]:
@@ -137,13 +182,15 @@ class Progress:
             text.append(f"{by[Status.INVALID]:,}", style="red")
         if by[Status.SKIPPED]:
             text.append(f"  skipped {by[Status.SKIPPED]:,}")
-        if run.retrying:
-            text.append(f"  retrying {run.retrying:,}", style="yellow")
-        if pacer is not None:
-            text.append(f"  concurrency {pacer.limit}/{pacer.max_limit}")
-            if pacer.rate is not None:
-                text.append(f"  rate ≤{pacer.rate:,.0f}/s")
-        if run.stopping:
+        if by[Status.UNCHANGED]:
+            text.append(f"  unchanged {by[Status.UNCHANGED]:,}")
+        if status.retrying:
+            text.append(f"  retrying {status.retrying:,}", style="yellow")
+        if status.concurrency is not None:
+            text.append(f"  concurrency {status.concurrency}/{status.max_concurrency}")
+            if status.rate is not None:
+                text.append(f"  rate ≤{status.rate:,.0f}/s")
+        if status.stopping:
             text.append("  stopping…", style="yellow")
         return text
 
@@ -154,7 +201,7 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     state = result.state
     sent_rows = tally.by_status[Status.OK] + tally.by_status[Status.FAILED]
     title = "bulkpatch run interrupted" if result.interrupted else "bulkpatch run finished"
-    console.print(f"[bold]{title}[/] in {_clock(result.elapsed)}")
+    console.print(f"[bold]{title}[/] in {hms(result.elapsed)}")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("status")
     table.add_column("this run", justify="right")
@@ -175,21 +222,21 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
             markup=False,
         )
     console.print(f"ledger: {result.ledger_path}", highlight=False)
+    # Hints are commands to paste: one line each, whatever the terminal's width.
+    hints: list[str] = []
     if result.interrupted:
-        console.print(f"resume with: {_shell(command)}", highlight=False, markup=False)
+        hints.append(f"resume with: {safe_command(command)}")
     elif result.limited:
-        rest = _without_limit(command)
-        console.print(f"stopped at --limit; go on with: {_shell(rest)}", highlight=False, markup=False)
+        hints.append(f"stopped at --limit; go on with: {safe_command(without_limit(command))}")
     if state[Status.FAILED]:
         retry = [*command, "--retry-failed"] if "--retry-failed" not in command else command
-        console.print(f"retry failed rows: {_shell(retry)}", highlight=False, markup=False)
+        hints.append(f"retry failed rows: {safe_command(retry)}")
     if state[Status.FAILED] or state[Status.INVALID]:
-        fix = "fix" + _extension(result.input)
-        console.print(
-            f"rows to fix: bulkpatch report {_shell([result.ledger_path])} --failed-out {fix}",
-            highlight=False,
-            markup=False,
-        )
+        fix = fix_file_name(result.input, result.ledger_path)
+        report = ["bulkpatch", "report", result.ledger_path, "--failed-out", fix]
+        hints.append(f"rows to fix: {safe_command(report)}")
+    for hint in hints:
+        console.print(hint, highlight=False, markup=False, soft_wrap=True)
 
 
 def _cpu_bound(result: RunResult) -> bool:
@@ -202,9 +249,11 @@ def _cpu_bound(result: RunResult) -> bool:
     )
 
 
-def print_report(console: Console, tally: Tally, ledger: str) -> None:
-    """``bulkpatch report`` as a table."""
-    console.print(f"[bold]ledger[/] {ledger}: {tally.total:,} rows", highlight=False)
+def print_report(console: Console, tally: Tally, ledger: str | Sequence[str]) -> None:
+    """``bulkpatch report`` as a table, over one ledger or a chain of them."""
+    ledgers = [ledger] if isinstance(ledger, str) else list(ledger)
+    label = "ledger" if len(ledgers) == 1 else "ledgers"
+    console.print(f"[bold]{label}[/] {', '.join(ledgers)}: {tally.total:,} rows", highlight=False)
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column()
     table.add_column(justify="right")
@@ -226,28 +275,9 @@ def _print_details(console: Console, tally: Tally) -> None:
     if tally.errors:
         console.print("most common errors:")
         for error, n in tally.errors.most_common(5):
-            console.print(f"  {n:>8,}  {error}", highlight=False, markup=False)
-
-
-def _without_limit(command: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for word in command:
-        if skip:
-            skip = False
-        elif word == "--limit":
-            skip = True
-        elif not word.startswith("--limit="):
-            out.append(word)
-    return out
-
-
-def _extension(name: str) -> str:
-    """``.csv``, ``.jsonl.gz``...: the input's own kind, for a file of rows to fix."""
-    suffixes = Path(name).suffixes
-    if suffixes and suffixes[-1] == ".gz":
-        return "".join(suffixes[-2:])
-    return suffixes[-1] if suffixes else ".csv"
+            example = tally.error_examples.get(error)
+            where = f"  (e.g. {example})" if example else ""
+            console.print(f"  {n:>8,}  {error}{where}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _latency(tally: Tally) -> str:
@@ -257,15 +287,6 @@ def _latency(tally: Tally) -> str:
     if values["p50"] is None:
         return ""
     return "  ".join(f"{name} {value:,.1f} ms" for name, value in values.items())
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _shell(words: list[str]) -> str:
-    return shlex.join(words)
 
 
 def _size(name: str) -> int | None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import orjson
 
+from bulkpatch.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
 from bulkpatch.errors import ConfigError
 from bulkpatch.reader import Format, Record
 from bulkpatch.schema import WORKLOAD_FIELDS, Schema, validator_for
@@ -122,35 +123,55 @@ class Mapper:
         self.format = fmt
         self._validate: Callable[[dict[str, Any]], dict[str, Any]] = validator_for(schema)
         self._placeholders = template.fields
-        self._path_fields = frozenset(template.fields)
-        # CSV columns that nest: "attributes.hostname" -> ("attributes", "hostname")
+        # Fields never sent in the body: the path fields, and what report --failed-out adds.
+        self._path_fields = frozenset((*template.fields, ANNOTATION_KEY))
+        # CSV columns whose field is not their header text: "attributes.hostname" nests,
+        # "rank:int" sets "rank" -> ("attributes", "hostname"), ("rank",)
         self._nested: dict[str, tuple[str, ...]] = {}
         if header is not None:
-            missing = [f for f in template.fields if f not in header]
-            if missing:
+            self._read_header(header, schema)
+
+    def _read_header(self, header: list[str], schema: Schema) -> None:
+        columns = read_header(header, typed=schema is Schema.ANY)
+        placeholders = frozenset(self.template.fields)
+        for column in columns:
+            if column.type is not None and column.name in placeholders:
+                raise ConfigError(f"CSV column {column.header!r} is a --path field: it takes no type")
+        names = {column.name for column in columns}
+        missing = [f for f in self.template.fields if f not in names]
+        if missing:
+            raise ConfigError(
+                f"--path names {{{missing[0]}}}, but the CSV header has no column {missing[0]!r}"
+            )
+        if len(names) != len(columns):
+            twice = sorted(c.header for c in columns if sum(d.name == c.name for d in columns) > 1)
+            raise ConfigError(f"CSV columns {twice[0]!r} and {twice[1]!r} set the same field; keep one")
+        self._path_fields = frozenset((*placeholders, *(c for c in header if c in ANNOTATION_COLUMNS)))
+        for column in columns:
+            if column.name in placeholders:
+                continue
+            if not all(column.parts):
+                raise ConfigError(f"CSV column {column.header!r} has an empty part in its name")
+            if len(column.parts) > 1 or column.type is not None:
+                self._nested[column.header] = column.parts
+        for column in columns:
+            if len(column.parts) > 1 and column.parts[0] in names:
                 raise ConfigError(
-                    f"--path names {{{missing[0]}}}, but the CSV header has no column {missing[0]!r}"
+                    f"CSV columns {column.parts[0]!r} and {column.header!r} both set"
+                    f" {column.parts[0]!r}; keep one"
                 )
-            for column in header:
-                if "." in column and column not in self._path_fields:
-                    parts = tuple(column.split("."))
-                    if not all(parts):
-                        raise ConfigError(f"CSV column {column!r} has an empty part in its name")
-                    self._nested[column] = parts
-            for column, parts in self._nested.items():
-                if parts[0] in header:
+        if schema is Schema.WORKLOAD:
+            # A misspelt column would make every row invalid: say so once, before sending.
+            for column in columns:
+                if column.name not in placeholders and column.parts[0] not in WORKLOAD_FIELDS:
                     raise ConfigError(
-                        f"CSV columns {parts[0]!r} and {column!r} both set {parts[0]!r}; keep one"
+                        f"CSV column {column.header!r} is not a workload field (allowed: "
+                        f"{', '.join(WORKLOAD_FIELDS)}, and the --path placeholders); "
+                        "for another API's fields, use --schema any"
                     )
-            if schema is Schema.WORKLOAD:
-                # A misspelt column would make every row invalid: say so once, before sending.
-                for column in header:
-                    top = column.split(".")[0]
-                    if column not in self._path_fields and top not in WORKLOAD_FIELDS:
-                        raise ConfigError(
-                            f"CSV column {column!r} is not a workload field (allowed: "
-                            f"{', '.join(WORKLOAD_FIELDS)}, and the --path placeholders)"
-                        )
+        typed = [column for column in columns if column.type is not None]
+        if typed:
+            self._validate = _parsing_types(typed, self._validate)
 
     def check_fields(self, fields: dict[str, Any]) -> None:
         """Refuse a template whose placeholders the (first) record does not have at all."""
@@ -214,6 +235,30 @@ class Mapper:
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
         return body
+
+
+def _parsing_types(
+    typed: list[Column], validate: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``validate``, after the cells of typed columns are parsed into their JSON values.
+
+    Parsing happens in the validation step so that a bad cell makes its row ``invalid``.
+    """
+
+    def parse_then_validate(body: dict[str, Any]) -> dict[str, Any]:
+        for column in typed:
+            node: Any = body
+            for part in column.parts[:-1]:
+                node = node.get(part)
+                if not isinstance(node, dict):
+                    break
+            else:
+                text = node.get(column.parts[-1])
+                if isinstance(text, str):
+                    node[column.parts[-1]] = column.parse(text)
+        return validate(body)
+
+    return parse_then_validate
 
 
 def _kind(value: object) -> str:

@@ -21,7 +21,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from bulkpatch.errors import BulkPatchError, WrongTarget
@@ -34,6 +33,7 @@ from bulkpatch.outage import OutageGate
 from bulkpatch.pacing import Pacer
 from bulkpatch.reader import RowsInput
 from bulkpatch.recorder import Recorder
+from bulkpatch.results import RunResult, RunStatus
 from bulkpatch.resume import OpenLedger, input_identity, open_ledger, request_prefix
 from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
@@ -60,48 +60,6 @@ WRONG_TARGET_ROWS = 50
 
 class _Interrupted(Exception):
     """A wait was cut short by stop(); the row stays unrecorded."""
-
-
-@dataclass
-class RunResult:
-    """What a run did, and the state of the whole ledger after it."""
-
-    #: outcomes recorded by this run
-    tally: Tally
-    #: latest status of every row in the ledger, this run and earlier ones
-    state: dict[Status, int]
-    #: rows not sent because the ledger already answered the same request
-    already_done: int
-    elapsed: float
-    interrupted: bool
-    ledger_path: str
-    #: the input file's name as given
-    input: str = "-"
-    #: True when ``--limit`` stopped the run before the end of the input
-    limited: bool = False
-    #: rows read from the input by this run (sent, recorded or skipped)
-    rows_read: int = 0
-    #: CPU seconds this process used while sending (worker processes not included)
-    cpu_s: float = 0.0
-    #: the --processes the run used
-    processes: int = 1
-    #: HTTP requests this run sent (token renewals' resends included)
-    requests: int = 0
-    #: rows whose request differs from the one the ledger or the sync state last recorded for them
-    changed: int = 0
-    #: keys that appeared on more than one row of the input read by this run
-    repeated_keys: int = 0
-    #: where the ledger of an earlier run was kept because the input had changed since
-    archived_ledger: str | None = None
-    #: the sync state database, when the run used one
-    state_path: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        """0 all ok, skipped or unchanged; 1 some failed or invalid; 130 interrupted."""
-        if self.interrupted:
-            return 130
-        return 1 if self.state[Status.FAILED] or self.state[Status.INVALID] else 0
 
 
 class Run:
@@ -165,13 +123,27 @@ class Run:
     def stopping(self) -> bool:
         return self._stopping
 
-    @property
-    def already_done(self) -> int:
-        return self.intake.already_done if self.intake is not None else 0
-
-    @property
-    def rows_read(self) -> int:
-        return self.intake.rows_read if self.intake is not None else 0
+    def status(self) -> RunStatus:
+        """A copy of the run's counters as they stand, for progress displays."""
+        intake, pacer, source, outage = self.intake, self.pacer, self.source, self.outage
+        return RunStatus(
+            input=self.options.input,
+            format=source.format.value if source is not None else None,
+            ready=intake is not None,
+            started=self.started,
+            counts=dict(self.tally.by_status),
+            already_done=intake.already_done if intake is not None else 0,
+            rows_read=intake.rows_read if intake is not None else 0,
+            bytes_read=source.bytes_read if source is not None else 0,
+            retrying=self.retrying,
+            in_flight=self.in_flight,
+            paused_for=pacer.paused_for if pacer is not None else 0.0,
+            outage_for=outage.down_for if outage is not None else 0.0,
+            concurrency=pacer.limit if pacer is not None else None,
+            max_concurrency=pacer.max_limit if pacer is not None else None,
+            rate=pacer.rate if pacer is not None else None,
+            stopping=self._stopping,
+        )
 
     async def execute(self, *, handle_signals: bool = False) -> RunResult:
         """Run to the end of the input (or until stopped) and return what happened."""

@@ -129,8 +129,18 @@ def test_bad_rows_are_recorded_invalid_with_line_numbers(tmp_path: Path, mock: T
     assert "wrote 3 rows" in written.output
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["workload_id", "name", "attributes.site", "enabled"]
+    assert rows[0] == [
+        "workload_id",
+        "name",
+        "attributes.site",
+        "enabled",
+        "_status",
+        "_http_status",
+        "_error",
+        "_row",
+    ]
     assert [r[0] for r in rows[1:]] == ["", "bad-enabled", "unknown-id"]
+    assert [r[4:] for r in rows[1:]][2][:2] == ["failed", "404"]
 
 
 def test_client_credentials_secret_never_printed(tmp_path: Path, mock: ThreadedMock) -> None:

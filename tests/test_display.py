@@ -1,18 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 from pathlib import Path
 
+import orjson
 import pytest
 from fakes import FakeClock, write
 from rich.console import Console
 
-from bulkpatch.display import Progress, count_rows, print_summary
+from bulkpatch.display import Progress, count_rows, print_report, print_summary
 from bulkpatch.ledger import RowResult, Status
-from bulkpatch.options import RunOptions
-from bulkpatch.pacing import Pacer
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.logline import RunLog
+from bulkpatch.results import RunResult, RunStatus
 from bulkpatch.stats import Tally
 
 
@@ -22,17 +24,29 @@ def test_count_rows(tmp_path: Path) -> None:
     assert count_rows("-", "csv") is None
 
 
-def progress_at(tmp_path: Path) -> tuple[Progress, Run, FakeClock]:
+class Stub:
+    """A run as the display sees it: a ``RunStatus`` on each call, built from fields a test sets."""
+
+    def __init__(self, input: str, started: float) -> None:
+        self.tally = Tally()
+        self.fields: dict[str, object] = {
+            "input": input, "format": "csv", "ready": True, "started": started,
+            "concurrency": 16, "max_concurrency": 16,
+        }  # fmt: skip
+
+    def __call__(self) -> RunStatus:
+        return RunStatus(counts=dict(self.tally.by_status), **self.fields)  # type: ignore[arg-type]
+
+
+def progress_at(tmp_path: Path) -> tuple[Progress, Stub, FakeClock]:
     clock = FakeClock(start=100.0)
-    run = Run(RunOptions(input=str(write(tmp_path / "a.csv", "id\n")), base_url="http://x"))
-    run.started = clock.now
-    run.pacer = Pacer(16, clock=clock, sleep=clock.sleep)
+    run = Stub(str(write(tmp_path / "a.csv", "id\n")), clock.now)
     progress = Progress(run, Console(file=io.StringIO()), live=False, clock=clock)
     progress._total = 1000
     return progress, run, clock
 
 
-def finish(run: Run, n: int) -> None:
+def finish(run: Stub, n: int) -> None:
     for i in range(n):
         run.tally.add(RowResult(i, i, "k", Status.OK, 204, 1, None, 5.0))
 
@@ -55,8 +69,7 @@ def test_a_server_pause_shows_instead_of_an_eta(tmp_path: Path) -> None:
     progress, run, clock = progress_at(tmp_path)
     clock.now += 5
     finish(run, 100)
-    assert run.pacer is not None
-    run.pacer.pause(30)
+    run.fields["paused_for"] = 30.0
     line = progress.line().plain
     assert "paused 30s (Retry-After)" in line and "ETA" not in line
 
@@ -101,3 +114,166 @@ def test_summary_suggests_processes_only_when_one_core_set_the_pace(
     out = io.StringIO()
     print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "a.csv"])
     assert ("--processes 2 may go faster" in out.getvalue()) is hint
+
+
+# Log mode: stderr is no terminal (cron, kubectl logs).
+
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def log_progress(tmp_path: Path, log_format: str = "text") -> tuple[Progress, Stub, FakeClock, io.StringIO]:
+    clock = FakeClock(start=100.0)
+    run = Stub(str(write(tmp_path / "a.csv", "id\n" + "x\n" * 1000)), clock.now)
+    sink = io.StringIO()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+        finish(run, 150)  # the run goes on while the progress waits: 15 rows/s
+        if run.tally.total >= 450:
+            raise asyncio.CancelledError  # the CLI cancels the watcher when the run ends
+
+    progress = Progress(
+        run,
+        Console(file=sink, width=40),
+        live=False,
+        log_format=log_format,  # type: ignore[arg-type]
+        clock=clock,
+        wall=lambda: 1_700_000_000.0 + clock.now,
+        sleep=sleep,
+    )
+    return progress, run, clock, sink
+
+
+async def test_log_lines_carry_a_timestamp_a_real_rate_and_no_wrapping_or_glyphs(tmp_path: Path) -> None:
+    progress, _, _, sink = log_progress(tmp_path)
+    with pytest.raises(asyncio.CancelledError):
+        await progress.watch()
+    lines = sink.getvalue().splitlines()
+    assert [line.split()[2] for line in lines] == ["start", "progress", "progress", "end"]
+    assert all(ISO.match(line.split()[0]) for line in lines)
+    assert lines[0].startswith(
+        "2023-11-14T22:15:00.000Z bulkpatch start rows=0/1000 pct=0.0% elapsed=0:00:00"
+    )
+    assert "rate=" not in lines[0]  # nothing measured yet: no made-up 0/s
+    assert "rows=150/1000 pct=15.0% rate=15.0/s eta=0:00:56" in lines[1]  # 850 rows at 15/s
+    assert "rate=15.0/s" in lines[3] and "ok=450" in lines[3] and "eta" not in lines[3]
+    assert all(line.isascii() for line in lines)  # the console is 40 columns: nothing wrapped
+
+
+async def test_log_lines_as_json(tmp_path: Path) -> None:
+    progress, _, _, sink = log_progress(tmp_path, "json")
+    with pytest.raises(asyncio.CancelledError):
+        await progress.watch()
+    records = [orjson.loads(line) for line in sink.getvalue().splitlines()]
+    assert [r["event"] for r in records] == ["start", "progress", "progress", "end"]
+    assert all(ISO.fullmatch(r["ts"]) for r in records)
+    assert records[0]["rate"] is None
+    assert {k: records[1][k] for k in ("done", "total", "rate", "eta_s", "ok", "failed")} == {
+        "done": 150,
+        "total": 1000,
+        "rate": 15.0,
+        "eta_s": 56.7,
+        "ok": 150,
+        "failed": 0,
+    }
+
+
+def test_on_a_resume_rate_and_eta_count_only_this_runs_rows(tmp_path: Path) -> None:
+    progress, run, clock = progress_at(tmp_path)
+    progress.line()
+    run.fields["already_done"] = 600  # the ledger had these: skipped in a blink
+    for _ in range(8):
+        clock.now += 0.5
+        finish(run, 10)
+        line = progress.line().plain
+    assert "680/1,000 rows" in line and " 20/s" in line
+    assert "ETA 0:00:16" in line  # 320 rows at 20/s
+    log = RunLog()
+    log.record(run(), "start", now=clock.now, wall=0.0, total=1000)
+    clock.now += 10
+    finish(run, 100)
+    record = log.record(run(), "progress", now=clock.now, wall=10.0, total=1000)
+    assert (record["rate"], record["eta_s"], record["already_done"]) == (10.0, 22.0, 600)
+
+
+def test_log_format_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="log_format"):
+        log_progress(tmp_path, "yaml")
+
+
+# Hints safe to paste.
+
+
+def summary_text(result: RunResult, command: list[str]) -> str:
+    out = io.StringIO()
+    print_summary(Console(file=out, width=80), result, command=command)
+    return out.getvalue()
+
+
+def test_hints_never_print_header_values_or_url_passwords(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
+    result = RunResult(Tally(), state, 0, 2.0, True, "a.csv.ledger.jsonl", input="a.csv")
+    command = ["bulkpatch", "run", "a.csv", "-H", "X-Api-Key: SECRET1", "--header=X-Other: SECRET2"]
+    command += [
+        "-qHX-Third: SECRET3",
+        "--base-url",
+        "https://user:SECRET4@api.example",
+        "--token-url=https://SECRET5@t",
+    ]
+    text = summary_text(result, command)
+    for secret in ("SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5"):
+        assert secret not in text
+    assert "resume with: bulkpatch run a.csv -H 'X-Api-Key: …' '--header=X-Other: …' '-qHX-Third: …'" in text
+    assert "--base-url 'https://user:…@api.example' '--token-url=https://…@t'" in text
+    assert "retry failed rows: bulkpatch run a.csv -H 'X-Api-Key: …'" in text
+
+
+def test_after_running_fix_csv_the_hint_names_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "fix.csv", "workload_id,name\n")
+    state = dict.fromkeys(Status, 0) | {Status.INVALID: 1}
+    result = RunResult(Tally(), state, 0, 2.0, False, "fix.csv.ledger.jsonl", input="fix.csv")
+    text = summary_text(result, ["bulkpatch", "run", "fix.csv"])
+    assert "rows to fix: bulkpatch report fix.csv.ledger.jsonl --failed-out fix-2.csv" in text
+    write(tmp_path / "fix-2.csv", "workload_id,name\n")
+    result = RunResult(Tally(), state, 0, 2.0, False, "fix-2.csv.ledger.jsonl", input="fix-2.csv")
+    assert "--failed-out fix-3.csv" in summary_text(result, ["bulkpatch", "run", "fix-2.csv"])
+
+
+def test_the_summary_groups_twenty_missing_workloads_in_one_line(tmp_path: Path) -> None:
+    tally = Tally()
+    for i in range(20):
+        key = f"w-{i:04d}"
+        tally.add(
+            RowResult(
+                i + 1, i + 2, key, Status.FAILED, 404, 1, f"HTTP 404: NotFound: workload {key} not found"
+            )
+        )
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 20}
+    text = summary_text(
+        RunResult(tally, state, 0, 2.0, False, "a.csv.ledger.jsonl", input="a.csv"), ["bulkpatch"]
+    )
+    lines = [line for line in text.splitlines() if "HTTP 404" in line]
+    assert lines == ["        20  HTTP 404: NotFound: workload <id> not found  (e.g. w-0000)"]
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), tally, ["a.ledger.jsonl", "fix.ledger.jsonl"])
+    assert "ledgers a.ledger.jsonl, fix.ledger.jsonl: 20 rows" in out.getvalue()
+    assert out.getvalue().count("HTTP 404") == 1
+
+
+async def test_a_run_refused_before_sending_writes_no_log_lines(tmp_path: Path) -> None:
+    progress, run, _, sink = log_progress(tmp_path)
+    run.fields["ready"] = False  # the configuration was refused: the run never got to send
+
+    async def refused(seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    progress._sleep = refused
+    with pytest.raises(asyncio.CancelledError):
+        await progress.watch()
+    assert sink.getvalue() == ""  # the one-line error stays the only line on stderr

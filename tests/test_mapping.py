@@ -161,3 +161,119 @@ def test_a_misspelt_csv_column_is_a_config_error_under_the_workload_schema() -> 
     with pytest.raises(ConfigError, match="'nmae' is not a workload field"):
         csv_mapper(header=["workload_id", "nmae"])
     csv_mapper(header=["workload_id", "nmae"], schema=Schema.ANY)  # any JSON object: fine
+
+
+# Typed CSV columns (--schema any) and the columns report --failed-out adds.
+
+
+def any_mapper(header: list[str]) -> Mapper:
+    return Mapper(PathTemplate("/things/{id}"), schema=Schema.ANY, fmt=Format.CSV, header=header)
+
+
+def body_of(mapped: Request | Rejected) -> object:
+    assert isinstance(mapped, Request), mapped
+    return orjson.loads(mapped.body or b"")
+
+
+def test_typed_columns_send_json_values() -> None:
+    mapper = any_mapper(["id", "rank:int", "active:bool", "tags:json", "ratio:float", "note"])
+    fields = {
+        "id": "1",
+        "rank:int": "5",
+        "active:bool": "true",
+        "tags:json": '["a"]',
+        "ratio:float": "",
+        "note": "5",
+    }
+    mapped = mapper.map(rec(fields))
+    assert isinstance(mapped, Request)
+    assert mapped.body == b'{"rank":5,"active":true,"tags":["a"],"note":"5"}'
+
+
+def test_null_in_a_typed_column_sends_null_and_in_a_plain_one_the_text() -> None:
+    mapper = any_mapper(["id", "rank:int", "owner:str", "meta.site:json", "label"])
+    fields = {"id": "1", "rank:int": "null", "owner:str": "null", "meta.site:json": "null", "label": "null"}
+    assert body_of(mapper.map(rec(fields))) == {
+        "rank": None,
+        "owner": None,
+        "meta": {"site": None},
+        "label": "null",
+    }
+
+
+def test_json_column_sends_objects_empty_strings_and_exact_big_integers() -> None:
+    mapper = any_mapper(["id", "v:json"])
+    assert body_of(mapper.map(rec({"id": "1", "v:json": '{"a": [1, 2.5]}'}))) == {"v": {"a": [1, 2.5]}}
+    assert body_of(mapper.map(rec({"id": "1", "v:json": '""'}))) == {"v": ""}
+    assert body_of(mapper.map(rec({"id": "1", "v:json": "12345678901234567890"}))) == {
+        "v": 12345678901234567890
+    }
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "reason"),
+    [
+        ("rank:int", "5.5", "rank: expected an integer, got '5.5'"),
+        ("rank:int", "1" * 30, "rank: integer out of range (64 bits)"),
+        ("ratio:float", "nan", "ratio: expected a number, got 'nan'"),
+        ("ratio:float", "1e999", "ratio: number out of range"),
+        ("active:bool", "maybe", "active: expected true/false/1/0/yes/no, got 'maybe'"),
+        ("tags:json", "[a]", "tags: expected JSON"),
+        ("tags:json", "NaN", "tags: expected JSON"),
+        ("tags:json", "1" * 30, "tags: expected JSON (integer out of range"),
+    ],
+)
+def test_a_cell_that_is_not_of_its_type_makes_the_row_invalid(column: str, cell: str, reason: str) -> None:
+    mapped = any_mapper(["id", column]).map(rec({"id": "1", column: cell}))
+    assert isinstance(mapped, Rejected)
+    assert mapped.status == "invalid"
+    assert mapped.reason.startswith(reason)
+
+
+def test_typed_float_and_bool_accept_what_spreadsheets_write() -> None:
+    mapper = any_mapper(["id", "r:float", "b:bool", "n:int"])
+    fields = {"id": "1", "r:float": " 1.50 ", "b:bool": "No", "n:int": "-7"}
+    assert body_of(mapper.map(rec(fields))) == {"r": 1.5, "b": False, "n": -7}
+
+
+@pytest.mark.parametrize(
+    ("header", "schema", "message"),
+    [
+        (["workload_id", "enabled:bool"], Schema.WORKLOAD, "column types need --schema any"),
+        (["workload_id", "rank:integer"], Schema.ANY, "unknown type 'integer'"),
+        (["workload_id:int", "name"], Schema.ANY, "is a --path field: it takes no type"),
+        (["workload_id", "rank", "rank:int"], Schema.ANY, "set the same field"),
+        (["workload_id", "meta:json", "meta.site"], Schema.ANY, "both set 'meta'"),
+        (["workload_id", ":int"], Schema.ANY, "has a type but no name"),
+    ],
+)
+def test_bad_typed_headers_are_config_errors(header: list[str], schema: Schema, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        csv_mapper(header=header, schema=schema)
+
+
+def test_a_colon_in_a_field_name_is_kept_with_str() -> None:
+    mapper = any_mapper(["id", "ns:tag:str", "time:12"])
+    assert body_of(mapper.map(rec({"id": "1", "ns:tag:str": "x", "time:12": "y"}))) == {
+        "ns:tag": "x",
+        "time:12": "y",
+    }
+
+
+def test_the_unknown_column_error_points_to_schema_any() -> None:
+    with pytest.raises(ConfigError, match="use --schema any"):
+        csv_mapper(header=["workload_id", "rank"])
+
+
+def test_failed_out_columns_are_not_sent_from_csv() -> None:
+    header = [*HEADER, "_status", "_http_status", "_error", "_row"]
+    fields = dict.fromkeys(header, "") | {"workload_id": "w1", "name": "n"}
+    fields |= {"_status": "failed", "_http_status": "404", "_error": "HTTP 404", "_row": "7"}
+    assert body_of(csv_mapper(header=header).map(rec(fields))) == {"name": "n"}
+
+
+def test_failed_out_object_is_not_sent_from_jsonl() -> None:
+    mapper = Mapper(PathTemplate(DEFAULT_PATH), fmt=Format.JSONL)
+    note = {"status": "failed", "http_status": 404, "error": "HTTP 404", "row": 7}
+    mapped = mapper.map(rec({"workload_id": "w1", "name": "n", "_bulkpatch": note}))
+    assert body_of(mapped) == {"name": "n"}

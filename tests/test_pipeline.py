@@ -9,10 +9,10 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
+from bulkpatch.dry_run import dry_run
 from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
 from bulkpatch.ledger import Status, iter_records
 from bulkpatch.options import RunOptions
-from bulkpatch.dry_run import dry_run
 from bulkpatch.pipeline import Run
 from bulkpatch.resume import LedgerIndex
 from bulkpatch.transport import Response
@@ -120,7 +120,7 @@ async def test_input_is_streamed_not_read_ahead(tmp_path: Path) -> None:
 
     def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
         r = holder[0]
-        lead.append(r.rows_read - r.tally.total)
+        lead.append(r.status().rows_read - r.tally.total)
         return Response(204, None, b"")
 
     r = Run(options(path, concurrency=16), transport=FakeTransport(handler))

@@ -25,7 +25,8 @@ from bulkpatch.ledger import iter_records
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run, RunResult
+from bulkpatch.pipeline import Run
+from bulkpatch.results import RunResult
 from bulkpatch.transport import Response
 
 BASE = "http://api.test"
