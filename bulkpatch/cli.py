@@ -25,7 +25,7 @@ from bulkpatch import __version__
 from bulkpatch.dry_run import dry_run as dry_run_rows
 from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
 from bulkpatch.mapping import DEFAULT_PATH
-from bulkpatch.options import RunOptions, parse_header
+from bulkpatch.options import RunOptions, parse_header, parse_shard
 from bulkpatch.pipeline import Run
 from bulkpatch.results import RunResult
 from bulkpatch.resume import RetryFailed
@@ -233,6 +233,20 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Handle at most N rows not done yet, then stop: a canary run. Run again to go on.",
 )
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    help="Sync state (SQLite): send only rows whose request differs from the one last applied"
+    " to their key, and every key that failed before. For nightly syncs.",
+)
+@click.option("--full", is_flag=True, help="With --state: send every row, and refresh the state.")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Send only the rows whose key hashes to shard K of N (N alone: K from"
+    " JOB_COMPLETION_INDEX, a Kubernetes Indexed Job). --rate is the whole job's: each shard takes"
+    " R/N. Each shard has its own ledger and state.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
 @click.option(
     "--token-url",
@@ -277,6 +291,9 @@ def run(
     retry_unsafe: bool,
     max_outage: float,
     limit: int | None,
+    state: str | None,
+    full: bool,
+    shard: str | None,
     dry_run: bool,
     token_url: str | None,
     progress: bool | None,
@@ -318,6 +335,9 @@ def run(
         retry_unsafe=retry_unsafe,
         max_outage=max_outage,
         limit=limit,
+        state=state,
+        full=full,
+        shard=parse_shard(shard, dict(os.environ)) if shard else None,
         dry_run=dry_run,
         token=os.environ.get("BULKPATCH_TOKEN") or None,
         client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
@@ -461,6 +481,50 @@ def report(ledgers: tuple[str, ...], as_json: bool, failed_out: str | None, inpu
         if written is not None:
             _print_safely(lambda: click.echo(f"wrote {written:,} rows to {failed_out}"))
     return exit_status(tally)
+
+
+@cli.command("state")
+@click.argument("state_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--failing", type=click.IntRange(0), default=20, show_default=True, help="Failing keys to list."
+)
+def state_command(state_file: str, as_json: bool, failing: int) -> int:
+    """Show a sync state database: recent runs, keys applied, keys failing now.
+
+    Exit status: 0 no key failing; 1 some keys failing (the next run sends them again).
+    """
+    from bulkpatch.sync_state import describe
+
+    found = describe(state_file, failing_shown=failing)
+    if as_json:
+        _print_safely(lambda: click.echo(orjson.dumps(found).decode()))
+    else:
+        _print_safely(lambda: _print_state(_Stdout(), state_file, found))
+    return 1 if any(found["failing_counts"].values()) else 0
+
+
+def _print_state(out: Console, path: str, found: dict[str, Any]) -> None:
+    out.print(f"[bold]sync state[/] {path}", highlight=False)
+    for target, applied in sorted(found["applied"].items()):
+        out.print(
+            f"  {target}: {applied:,} keys applied, {found['failing_counts'].get(target, 0):,} failing",
+            markup=False,
+        )
+    if found["runs"]:
+        out.print("recent runs:")
+        for r in found["runs"]:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
+            counts = "  ".join(
+                f"{k} {r[k]:,}" for k in ("sent", "ok", "failed", "invalid", "unchanged") if r[k]
+            )
+            outcome = r["outcome"] or "did not end (still running, or killed)"
+            out.print(f"  #{r['id']}  {started} UTC  {outcome}  {counts}  {r['input']}", markup=False)
+    if found["failing"]:
+        out.print("failing keys (sent again by the next run):")
+        for f in found["failing"]:
+            code = f" HTTP {f['http_status']}" if f["http_status"] else ""
+            out.print(f"  {f['key']}  {f['status']}{code}  {f['error'] or ''}", markup=False)
 
 
 @cli.command()

@@ -210,10 +210,13 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         table.add_row(status.value, f"{tally.by_status[status]:,}", f"{state[status]:,}")
     console.print(table)
     rate = sent_rows / result.elapsed if result.elapsed > 0 else 0.0
+    resent = max(0, result.requests - sent_rows)
     console.print(
-        f"requests sent: {tally.attempts:,} for {sent_rows:,} rows ({rate:,.0f} rows/s,"
-        f" {tally.attempts - sent_rows:,} resent); already done before this run: {result.already_done:,}"
+        f"requests sent: {result.requests:,} for {sent_rows:,} rows ({rate:,.0f} rows/s, {resent:,} resent);"
+        f" already done before this run: {result.already_done:,}"
     )
+    for line in _input_notes(result):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     _print_details(console, tally)
     if _cpu_bound(result):
         console.print(
@@ -222,6 +225,8 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
             markup=False,
         )
     console.print(f"ledger: {result.ledger_path}", highlight=False)
+    if result.state_path is not None:
+        console.print(f"sync state: {result.state_path}", highlight=False)
     # Hints are commands to paste: one line each, whatever the terminal's width.
     hints: list[str] = []
     if result.interrupted:
@@ -229,14 +234,34 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     elif result.limited:
         hints.append(f"stopped at --limit; go on with: {safe_command(without_limit(command))}")
     if state[Status.FAILED]:
-        retry = [*command, "--retry-failed"] if "--retry-failed" not in command else command
-        hints.append(f"retry failed rows: {safe_command(retry)}")
+        retry = (
+            command if any(w.startswith("--retry-failed") for w in command) else [*command, "--retry-failed"]
+        )
+        hints.append(f"retry failed rows (5xx, 429, timeouts; =all for 4xx too): {safe_command(retry)}")
     if state[Status.FAILED] or state[Status.INVALID]:
         fix = fix_file_name(result.input, result.ledger_path)
         report = ["bulkpatch", "report", result.ledger_path, "--failed-out", fix]
         hints.append(f"rows to fix: {safe_command(report)}")
     for hint in hints:
         console.print(hint, highlight=False, markup=False, soft_wrap=True)
+
+
+def _input_notes(result: RunResult) -> list[str]:
+    """What the run found about its input: changes, repeated keys, shards, a kept ledger."""
+    notes = []
+    if result.changed:
+        notes.append(f"rows changed since they were last recorded (ledger or sync state): {result.changed:,}")
+    if result.repeated_keys:
+        notes.append(
+            f"keys on more than one row: {result.repeated_keys:,} (their rows were sent in input order)"
+        )
+    if result.shard is not None:
+        k, n = result.shard
+        share = f"; --rate is the job's, this shard takes {result.rate:,.1f}/s" if result.rate else ""
+        notes.append(f"shard {k} of {n}: {result.other_shards:,} rows left to the other shards{share}")
+    if result.archived_ledger is not None:
+        notes.append(f"the input changed since the last run: its ledger was kept as {result.archived_ledger}")
+    return notes
 
 
 def _cpu_bound(result: RunResult) -> bool:

@@ -16,6 +16,7 @@ so that a long stretch of done rows never keeps the event loop (progress, signal
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 
 from bulkpatch.errors import InputError
@@ -39,7 +40,7 @@ class Intake:
 
     def __init__(
         self,
-        records: Iterator[Record],
+        records: Iterator[Record | None],
         mapper: Mapper,
         recorder: Recorder,
         *,
@@ -49,6 +50,7 @@ class Intake:
         state: SyncState | None = None,
         stopping: Callable[[], bool] = lambda: False,
         on_error: Callable[[InputError], None] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self._records = records
         self._mapper = mapper
@@ -59,7 +61,10 @@ class Intake:
         self._state = state
         self._stopping = stopping
         self._on_error = on_error
+        self._shard = shard
         self._seen = SeenKeys()
+        #: rows left to the other shards
+        self.other_shards = 0
         #: rows read from the input (sent, recorded or passed over)
         self.rows_read = 0
         #: rows not sent because the ledger already answered the same request
@@ -84,6 +89,9 @@ class Intake:
         seen_add = self._seen.add
         quiet = 0
         for batch in self._batches():
+            if not batch:
+                yield None
+                continue
             applied, failing = state.lookup(_keys(batch)) if state is not None else ({}, set())
             for row, mapped, fp in batch:
                 if self._stopping():
@@ -136,10 +144,20 @@ class Intake:
         """Mapped and fingerprinted records, ``BATCH`` at a time; a broken input ends them."""
         mapper_map = self._mapper.map
         prefix = self._prefix
+        shard, shards = self._shard or (0, 1)
         batch: list[tuple[int, Request | Rejected, int]] = []
         try:
             for record in self._records:
+                if record is None:  # rows given in code, not here yet
+                    if batch:
+                        yield batch
+                        batch = []
+                    yield []
+                    continue
                 mapped = mapper_map(record)
+                if shards > 1 and shard_of(mapped.key, shards) != shard:
+                    self.other_shards += 1
+                    continue
                 if type(mapped) is Request:
                     fp = mapped.fp = fingerprint(prefix, mapped.path, mapped.body)
                 else:
@@ -158,6 +176,12 @@ class Intake:
                 self._on_error(exc)
         if batch:
             yield batch
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard a key belongs to: the same on every machine and Python version (no ``hash()``)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 def _keys(batch: list[tuple[int, Request | Rejected, int]]) -> list[str]:

@@ -12,6 +12,8 @@ from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
+#: most shards a job may be split into (the resume index assumes shards of ≥ 1/256 of the rows)
+MAX_SHARDS = 256
 _METHODS = frozenset({"PATCH", "PUT", "POST", "DELETE", "GET"})
 _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
@@ -44,6 +46,8 @@ class RunOptions:
     state: str | None = None
     #: with ``state``: send every row anyway, and refresh the state
     full: bool = False
+    #: (K, N): send only the rows whose key hashes to shard K of N; None: every row
+    shard: tuple[int, int] | None = None
     #: handle at most this many rows not done yet, then stop (a canary run); None: all
     limit: int | None = None
     dry_run: bool = False
@@ -115,6 +119,10 @@ class RunOptions:
             )
         if bool(self.client_id) != bool(self.client_secret):
             raise ConfigError("BULKPATCH_CLIENT_ID and BULKPATCH_CLIENT_SECRET go together")
+        if self.shard is not None:
+            k, n = self.shard
+            if not (1 <= n <= MAX_SHARDS and 0 <= k < n):
+                raise ConfigError(f"--shard K/N needs 0 <= K < N <= {MAX_SHARDS}, got {k}/{n}")
         if self.full and not self.state:
             raise ConfigError("--full goes with --state FILE")
         if self.input == "-" and not self.ledger and not self.dry_run:
@@ -122,7 +130,31 @@ class RunOptions:
 
     @property
     def ledger_path(self) -> str:
-        return self.ledger or f"{self.input}.ledger.jsonl"
+        """The ledger's path: ``--ledger``, else beside the input (one per shard)."""
+        return self.ledger or f"{self.input}{self.shard_suffix}.ledger.jsonl"
+
+    @property
+    def state_path(self) -> str | None:
+        """The sync state's path; each shard keeps its own (they run at the same time)."""
+        if self.state is None or self.shard is None:
+            return self.state
+        stem, dot, ext = self.state.rpartition(".")
+        return (
+            f"{stem}{self.shard_suffix}.{ext}"
+            if dot and "/" not in ext
+            else f"{self.state}{self.shard_suffix}"
+        )
+
+    @property
+    def shard_suffix(self) -> str:
+        return "" if self.shard is None else f".shard-{self.shard[0]}-of-{self.shard[1]}"
+
+    @property
+    def shard_rate(self) -> float | None:
+        """This process's share of ``--rate``: the rate is the whole job's, shared by the shards."""
+        if self.rate is None or self.shard is None:
+            return self.rate
+        return self.rate / self.shard[1]
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
@@ -154,6 +186,22 @@ def check_url(option: str, url: str) -> None:
 def safe_url(url: str) -> str:
     """``url`` with anything that may be a user name or password replaced by ``…``."""
     return _USERINFO.sub(lambda m: m.group(1) + "…@", url)
+
+
+def parse_shard(text: str, environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """``"K/N"`` → (K, N); ``"N"`` alone takes K from ``JOB_COMPLETION_INDEX`` (a Kubernetes
+    Indexed Job sets it in each pod)."""
+    k_text, sep, n_text = text.partition("/")
+    if not sep:
+        k_text, n_text = (environ or {}).get("JOB_COMPLETION_INDEX", ""), text
+        if not k_text:
+            raise ConfigError(
+                "--shard N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); else --shard K/N"
+            )
+    try:
+        return int(k_text), int(n_text)
+    except ValueError:
+        raise ConfigError(f"--shard takes K/N (e.g. 0/4) or N, got {text!r}") from None
 
 
 def parse_header(text: str) -> tuple[str, str]:

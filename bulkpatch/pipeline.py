@@ -179,16 +179,16 @@ class Run:
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
-            if options.state is not None:
+            if options.state_path is not None:
                 target = target_of(options.base_url or "", options.method, options.path)
-                state = SyncState(options.state, target, input_name=options.input, full=options.full)
+                state = SyncState(options.state_path, target, input_name=options.input, full=options.full)
             recorder = Recorder(writer, ledger.index, self.tally, state, self._on_result)
             async with contextlib.AsyncExitStack() as stack:
                 if own is not None:
                     await stack.enter_async_context(own)
                 sender = await self._sender(transport, redact)
                 self.intake = intake = Intake(
-                    records,  # type: ignore[arg-type]
+                    records,
                     mapper,
                     recorder,
                     prefix=request_prefix(options.method, options.base_url or ""),
@@ -197,6 +197,7 @@ class Run:
                     state=state,
                     stopping=lambda: self._stopping,
                     on_error=self._fail,
+                    shard=options.shard,
                 )
                 self.started = time.monotonic()
                 cpu_started = time.process_time()
@@ -237,7 +238,10 @@ class Run:
             changed=intake.changed,
             repeated_keys=intake.repeated_keys,
             archived_ledger=ledger.archived,
-            state_path=options.state,
+            state_path=options.state_path,
+            other_shards=intake.other_shards,
+            shard=options.shard,
+            rate=options.shard_rate,
         )
         if self._fatal is not None:
             # What the run did before it stopped goes with the error, for the summary.
@@ -256,7 +260,7 @@ class Run:
         )
         await auth.header()  # a bad secret stops the run here, before any row is sent
         self.pacer = Pacer(
-            options.concurrency, rate=options.rate, sleep=self._sleep, on_change=self._pace_changed
+            options.concurrency, rate=options.shard_rate, sleep=self._sleep, on_change=self._pace_changed
         )
         self.outage = OutageGate(
             max_outage=options.max_outage, clock=self._clock, sleep=self._sleep, on_change=self._emit

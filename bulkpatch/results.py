@@ -86,6 +86,11 @@ class RunResult:
     archived_ledger: str | None = None
     #: the sync state database, when the run used one
     state_path: str | None = None
+    #: rows left to the other shards (``--shard``), and this run's shard (K, N)
+    other_shards: int = 0
+    shard: tuple[int, int] | None = None
+    #: this process's ``--rate`` (a shard's share of the job's rate), or None
+    rate: float | None = None
 
     @property
     def exit_code(self) -> int:

@@ -45,9 +45,10 @@ _STATUS_OF_CODE: list[Status | None] = [None] * 256
 for _status, _code in _CODE.items():
     _STATUS_OF_CODE[_code] = _status
 _STATUS_OF_CODE[_TRANSIENT] = Status.FAILED
-#: rows beyond this many (plus ``_ROW_SLACK_PER_RECORD`` per record read) are taken for garbage
+#: rows beyond this many (plus ``_ROW_SLACK_PER_RECORD`` per record read, enough for a shard that
+#: takes 1/256 of the rows) are taken for garbage
 _ROW_SLACK = 1 << 20
-_ROW_SLACK_PER_RECORD = 64
+_ROW_SLACK_PER_RECORD = 256
 
 
 class RetryFailed(StrEnum):

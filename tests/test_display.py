@@ -83,7 +83,10 @@ def test_summary_says_how_to_resume_and_what_to_fix(tmp_path: Path) -> None:
     print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "in.jsonl"])
     text = out.getvalue()
     assert "resume with: bulkpatch run in.jsonl" in text
-    assert "retry failed rows: bulkpatch run in.jsonl --retry-failed" in text
+    assert (
+        "retry failed rows (5xx, 429, timeouts; =all for 4xx too): bulkpatch run in.jsonl --retry-failed"
+        in text
+    )
     assert "--failed-out fix.jsonl" in text
     assert "1  HTTP 404: NotFound" in text
 
@@ -228,7 +231,10 @@ def test_hints_never_print_header_values_or_url_passwords(
         assert secret not in text
     assert "resume with: bulkpatch run a.csv -H 'X-Api-Key: …' '--header=X-Other: …' '-qHX-Third: …'" in text
     assert "--base-url 'https://user:…@api.example' '--token-url=https://…@t'" in text
-    assert "retry failed rows: bulkpatch run a.csv -H 'X-Api-Key: …'" in text
+    assert (
+        "retry failed rows (5xx, 429, timeouts; =all for 4xx too): bulkpatch run a.csv -H 'X-Api-Key: …'"
+        in text
+    )
 
 
 def test_after_running_fix_csv_the_hint_names_a_new_file(
