@@ -2,7 +2,8 @@
 
 Every record is mapped, fingerprinted and then either
 
-* skipped: the ledger already holds an answer to this very request at this row (a resume), or the
+* skipped: the ledger already holds an answer to this very request at this row (a resume; or
+  the ledger of the input's earlier version proved it applied, and it is copied over), or the
   sync state says this very request was the last one applied to its key (``unchanged``);
 * recorded without sending: it could not be mapped (``invalid``) or has nothing to send
   (``skipped``); or
@@ -25,7 +26,7 @@ from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Mapper, Rejected, Request
 from bulkpatch.reader import Record
 from bulkpatch.recorder import Recorder
-from bulkpatch.resume import RetryFailed, fingerprint, rejection_fingerprint
+from bulkpatch.resume import LedgerIndex, RetryFailed, fingerprint, rejection_fingerprint
 from bulkpatch.sync_state import SyncState
 
 #: records read and looked up in the sync state at a time
@@ -51,6 +52,7 @@ class Intake:
         stopping: Callable[[], bool] = lambda: False,
         on_error: Callable[[InputError], None] | None = None,
         shard: tuple[int, int] | None = None,
+        carried: LedgerIndex | None = None,
     ) -> None:
         self._records = records
         self._mapper = mapper
@@ -62,6 +64,7 @@ class Intake:
         self._stopping = stopping
         self._on_error = on_error
         self._shard = shard
+        self._carried = carried
         self._seen = SeenKeys()
         #: rows left to the other shards
         self.other_shards = 0
@@ -86,6 +89,12 @@ class Intake:
         codes, fps, known = index.codes, index.fps, len(done)
         record = self._recorder.record
         state = self._state
+        carried = self._carried or LedgerIndex()
+        carried_codes, carried_fps, carried_known = carried.codes, carried.fps, len(carried.codes)
+        carry = self._recorder.carry
+        if state is not None and state.full:
+            # A reset: every row is sent, whatever the ledgers and the state say.
+            known = carried_known = 0
         seen_add = self._seen.add
         quiet = 0
         for batch in self._batches():
@@ -113,6 +122,19 @@ class Intake:
                             continue
                     else:
                         self.changed += 1
+                elif row < carried_known and carried_codes[row]:
+                    if carried_fps[row] != fp:
+                        self.changed += 1
+                    elif carried_codes[row] == _OK_CODE and sendable:
+                        # The earlier ledger (input since changed) proved this very request applied.
+                        self.rows_read += 1
+                        self.already_done += 1
+                        carry(RowResult(row, mapped.line, mapped.key, Status.OK, fp=fp))
+                        quiet += 1
+                        if quiet >= _BREATHE:
+                            quiet = 0
+                            yield None
+                        continue
                 key = mapped.key
                 if sendable and state is not None:
                     last = applied.get(key)

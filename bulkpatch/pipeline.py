@@ -172,8 +172,8 @@ class Run:
             ledger = open_ledger(options.ledger_path, binding, input_name=None if in_code else options.input)
             if ledger.archived is not None:
                 self._say(
-                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived},"
-                    f" starting a new one at {options.ledger_path}"
+                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived};"
+                    f" rows it applied with the same request are not sent again"
                 )
             writer = ledger.writer
             if writer.error is not None:
@@ -198,6 +198,7 @@ class Run:
                     stopping=lambda: self._stopping,
                     on_error=self._fail,
                     shard=options.shard,
+                    carried=ledger.carried,
                 )
                 self.started = time.monotonic()
                 cpu_started = time.process_time()

@@ -36,6 +36,13 @@ class Recorder:
         self._add = tally.add
         self._remember = state.record if state is not None else None
 
+    def carry(self, result: RowResult) -> None:
+        """Copy an outcome an earlier ledger proved into this one, without counting it as this run's."""
+        self._write(result)
+        self._set(result)
+        if self._remember is not None:
+            self._remember(result)
+
     def record(self, result: RowResult) -> None:
         self._write(result)
         self._set(result)

@@ -8,7 +8,9 @@ the same ledger, or a changed ``--base-url`` all map to other requests and are s
 ``open_ledger`` also guards the file itself: it locks the ledger so that one run writes it at a
 time (an OS lock, gone with the process, ``kill -9`` included), refuses to append to a file that
 is not a ledger (a typo'd ``--ledger`` must not corrupt the input or anything else), and keeps an
-earlier run's ledger under a dated name when the input at the same path has changed since.
+earlier run's ledger under a dated name when the input at the same path has changed since. The
+new run still trusts what that ledger proved applied: a row whose request it answered 2xx is
+copied into the new ledger instead of being sent again.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class OpenLedger:
     index: LedgerIndex
     #: where an earlier run's ledger was kept, when the input had changed since
     archived: str | None = None
+    #: that ledger's index: rows it answered with the very request they map to now need no resend
+    carried: LedgerIndex | None = None
     #: file descriptors locked for the run (the ledger, and an archived one); closed by ``close``
     _locks: list[int] = field(default_factory=list)
 
@@ -214,8 +218,10 @@ def open_ledger(path: str, binding: dict[str, Any], *, input_name: str | None = 
                 f"--ledger {path} is not a bulkpatch ledger (its first line is no ledger header);"
                 " refusing to append to it"
             )
-        archived = None
+        archived = carried = None
         if header is not None and _stale(header, binding):
+            if header.get("version") == LEDGER_VERSION:
+                carried = LedgerIndex.load(path)
             archived = _archive_name(path, header)
             os.rename(path, archived)
             fd = _open_locked(path)
@@ -226,7 +232,7 @@ def open_ledger(path: str, binding: dict[str, Any], *, input_name: str | None = 
         if header is None:
             writer.write_event("header", version=LEDGER_VERSION, **binding)
             index.header = {"type": "header", "version": LEDGER_VERSION, **binding}
-        return OpenLedger(writer, index, archived, locks)
+        return OpenLedger(writer, index, archived, carried, locks)
     except BaseException:
         for lock in locks:
             os.close(lock)
