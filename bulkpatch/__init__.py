@@ -27,7 +27,7 @@ _EXPORTS = {
     "BulkPatchError": "errors",
     "ConfigError": "errors",
     "CredentialsRejected": "errors",
-    "DryRunResult": "dry_run",
+    "DryRunResult": "preview",
     "InputError": "errors",
     "LedgerError": "errors",
     "Response": "transport",
@@ -45,7 +45,7 @@ _EXPORTS = {
     "WorkerError": "errors",
     "WorkloadPatch": "schema",
     "WrongTarget": "errors",
-    "dry_run": "dry_run",
+    "dry_run": "preview",
     "run": "api",
     "run_async": "api",
 }
@@ -96,7 +96,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from bulkpatch.api import run, run_async
-    from bulkpatch.dry_run import DryRunResult, dry_run
     from bulkpatch.errors import (
         ApiUnreachable,
         AuthError,
@@ -113,6 +112,7 @@ if TYPE_CHECKING:
     from bulkpatch.ledger import RowResult, Status
     from bulkpatch.options import RunOptions
     from bulkpatch.pipeline import Run
+    from bulkpatch.preview import DryRunResult, dry_run
     from bulkpatch.results import RunResult, RunStatus
     from bulkpatch.resume import RetryFailed
     from bulkpatch.schema import Schema, WorkloadPatch

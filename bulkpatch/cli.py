@@ -22,11 +22,11 @@ import orjson
 from rich.console import Console
 
 from bulkpatch import __version__
-from bulkpatch.dry_run import dry_run as dry_run_rows
 from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
 from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.options import RunOptions, parse_header, parse_shard
 from bulkpatch.pipeline import Run
+from bulkpatch.preview import dry_run as dry_run_rows
 from bulkpatch.results import RunResult
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema

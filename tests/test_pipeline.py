@@ -9,11 +9,11 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
-from bulkpatch.dry_run import dry_run
 from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
 from bulkpatch.ledger import Status, iter_records
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run
+from bulkpatch.preview import dry_run
 from bulkpatch.resume import LedgerIndex
 from bulkpatch.transport import Response
 
