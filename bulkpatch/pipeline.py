@@ -38,6 +38,7 @@ from bulkpatch.resume import OpenLedger, input_identity, open_ledger, request_pr
 from bulkpatch.retry import RetryPolicy
 from bulkpatch.sender import Attempt, Sender
 from bulkpatch.stats import Tally
+from bulkpatch.stopping import StopToken
 from bulkpatch.sync_state import SyncState, target_of
 from bulkpatch.transport import Transport
 from bulkpatch.wiring import (
@@ -56,10 +57,6 @@ from bulkpatch.wiring import (
 EventSink = Callable[[str, dict[str, Any]], None]
 #: the first rows sent: when all of them fail with one status, the target is probably wrong
 WRONG_TARGET_ROWS = 50
-
-
-class _Interrupted(Exception):
-    """A wait was cut short by stop(); the row stays unrecorded."""
 
 
 class Run:
@@ -90,9 +87,8 @@ class Run:
         self._rows = rows
         self._transform = transform
         self._on_result = on_result
-        self._sleep_impl = sleep or asyncio.sleep
-        self._stop_event: asyncio.Event | None = None
-        self._stopping = False
+        #: said once when the run should stop; every wait on a row's behalf watches it
+        self.stop_token = StopToken(sleep or asyncio.sleep)
         self._fatal: BulkPatchError | None = None
         #: outcomes recorded so far by this run (read by progress displays)
         self.tally = Tally()
@@ -110,9 +106,7 @@ class Run:
 
     def stop(self) -> None:
         """Stop taking rows; in-flight ones finish within the grace period."""
-        self._stopping = True
-        if self._stop_event is not None:
-            self._stop_event.set()
+        self.stop_token.stop()
 
     @property
     def retrying(self) -> int:
@@ -121,7 +115,7 @@ class Run:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self.stop_token.stopped
 
     def status(self) -> RunStatus:
         """A copy of the run's counters as they stand, for progress displays."""
@@ -142,7 +136,7 @@ class Run:
             concurrency=pacer.limit if pacer is not None else None,
             max_concurrency=pacer.max_limit if pacer is not None else None,
             rate=pacer.rate if pacer is not None else None,
-            stopping=self._stopping,
+            stopping=self.stop_token.stopped,
         )
 
     async def execute(self, *, handle_signals: bool = False) -> RunResult:
@@ -150,9 +144,6 @@ class Run:
         options = self.options
         if options.dry_run:
             raise BulkPatchError("a dry run sends nothing: call bulkpatch.dry_run(options) instead of Run")
-        self._stop_event = asyncio.Event()
-        if self._stopping:
-            self._stop_event.set()
         ensure_open_files(options.concurrency + SPARE_FILES)
         redact = redactor_for(options)
         in_code = self._rows is not None
@@ -195,7 +186,7 @@ class Run:
                     retry_failed=options.retry_failed,
                     limit=options.limit,
                     state=state,
-                    stopping=lambda: self._stopping,
+                    stopping=lambda: self.stop_token.stopped,
                     on_error=self._fail,
                     shard=options.shard,
                     carried=ledger.carried,
@@ -261,10 +252,16 @@ class Run:
         )
         await auth.header()  # a bad secret stops the run here, before any row is sent
         self.pacer = Pacer(
-            options.concurrency, rate=options.shard_rate, sleep=self._sleep, on_change=self._pace_changed
+            options.concurrency,
+            rate=options.shard_rate,
+            sleep=self.stop_token.sleep,
+            on_change=self._pace_changed,
         )
         self.outage = OutageGate(
-            max_outage=options.max_outage, clock=self._clock, sleep=self._sleep, on_change=self._emit
+            max_outage=options.max_outage,
+            clock=self._clock,
+            sleep=self.stop_token.sleep,
+            on_change=self._emit,
         )
         self.sender = Sender(
             transport,
@@ -273,7 +270,7 @@ class Run:
             policy=RetryPolicy(max_attempts=options.max_attempts),
             auth=auth,
             pacer=self.pacer,
-            sleep=self._sleep,
+            stop=self.stop_token,
             on_retry=self._retry_scheduled,
             outage=self.outage,
             redact=redact,
@@ -311,8 +308,7 @@ class Run:
                     loop.add_signal_handler(sig, on_signal)
                     installed.append(sig)
         try:
-            assert self._stop_event is not None
-            stop_wait = asyncio.ensure_future(self._stop_event.wait())
+            stop_wait = asyncio.ensure_future(self.stop_token.wait())
             either: list[asyncio.Future[Any]] = [all_done, stop_wait]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
@@ -332,7 +328,7 @@ class Run:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-        return self._stopping and self._fatal is None
+        return self.stop_token.stopped and self._fatal is None
 
     async def _worker(
         self,
@@ -354,14 +350,14 @@ class Run:
                 if before is not None:
                     await before.wait()
                 result = await send(request)
-            except _Interrupted:
-                return
             except BulkPatchError as exc:
                 self._fail(exc)
                 return
             finally:
                 self.in_flight -= 1
                 order.done(request.key, turn)
+            if result is None:
+                return  # the run stopped before this row had an answer: it stays unrecorded
             record(result)
             if self._first_failures is not None:
                 self._watch_first(result)
@@ -387,23 +383,6 @@ class Run:
                     "check --base-url and --path"
                 )
             )
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, unless the run is stopping: then raise so the row stays unrecorded."""
-        event = self._stop_event
-        if event is None:
-            await self._sleep_impl(seconds)
-            return
-        if event.is_set():
-            raise _Interrupted
-        if self._sleep_impl is not asyncio.sleep:
-            await self._sleep_impl(seconds)
-            if event.is_set():
-                raise _Interrupted
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-            raise _Interrupted
 
     def _say(self, line: str) -> None:
         if self._notice is not None:

@@ -35,6 +35,7 @@ from bulkpatch.retry import (
     parse_retry_after,
     wait_retry_after_or_jitter,
 )
+from bulkpatch.stopping import StopToken
 from bulkpatch.transport import Response, Transport
 
 _ERROR_CHARS = 300
@@ -71,8 +72,11 @@ class Sender:
         outage: OutageGate | None = None,
         redact: Redactor | None = None,
         retry_unsafe: bool = False,
+        stop: StopToken | None = None,
     ) -> None:
         self._transport = transport
+        self._stop = stop or StopToken(sleep)
+        sleep = self._stop.sleep
         self._base = base_url.rstrip("/")
         self._method = method.upper()
         self.policy = policy or RetryPolicy()
@@ -95,10 +99,13 @@ class Sender:
         #: rows answered 2xx so far
         self.succeeded = 0
 
-    async def send(self, request: Request) -> RowResult:
+    async def send(self, request: Request) -> RowResult | None:
+        """The row's outcome; None when the run stopped before it had one (leave it unrecorded)."""
         started = self._clock()
         url = self._base + request.path
         first = await self._attempt(url, request.body)
+        if first is _STOPPED:
+            return None
         if first.retryable and self.policy.max_attempts > 1:
             self.retrying += 1
             try:
@@ -107,6 +114,8 @@ class Sender:
                 self.retrying -= 1
         else:
             last, attempts, sent = first, 1, first.sent
+        if last is _STOPPED:
+            return None
         ms = round((self._clock() - started) * 1000.0, 2)
         if last.status is not None and 200 <= last.status < 300:
             self.succeeded += 1
@@ -129,7 +138,12 @@ class Sender:
             nonlocal sent, attempts
             # tenacity's first call replays the attempt already made, so its attempt numbers,
             # stop and wait line up with the row's real attempts.
-            outcome = replay.pop() if replay else await self._attempt(url, request.body)
+            if replay:
+                outcome = replay.pop()
+            elif self._stop.stopped:  # the backoff was cut short: no more attempts for this row
+                return _STOPPED
+            else:
+                outcome = await self._attempt(url, request.body)
             sent += outcome.sent
             attempts += 1
             return outcome
@@ -164,6 +178,9 @@ class Sender:
         pacer = self._pacer
         if not pacer.try_acquire():
             await pacer.acquire()
+            if self._stop.stopped:
+                pacer.release()
+                return _STOPPED
         try:
             response = await self._exchange(url, body, headers)
         except TransportError as exc:
@@ -173,6 +190,9 @@ class Sender:
                 error += f" (a {self._method} is not resent once it may have arrived: see --retry-unsafe)"
                 return Attempt(None, error, None, False, 1)
             return Attempt(None, error, None, True, 1)
+        if response is None:
+            pacer.release()
+            return _STOPPED
         status = response.status
         if 200 <= status < 300:
             pacer.release(ok=True)
@@ -182,7 +202,8 @@ class Sender:
             # The token expired or was revoked: renew it and resend, without spending an attempt.
             await auth.renew(headers["Authorization"] if headers else None)
             again = await self._attempt(url, body, renewed=True)
-            again.sent += 1
+            if again is not _STOPPED:
+                again.sent += 1
             return again
         if status == 401 or (status == 403 and self.succeeded == 0):
             why = (
@@ -200,9 +221,12 @@ class Sender:
             pacer.pause(retry_after)
         return Attempt(status, self._redact(describe_error(response)), retry_after, is_retryable(status), 1)
 
-    async def _exchange(self, url: str, body: bytes | None, headers: dict[str, str] | None) -> Response:
+    async def _exchange(
+        self, url: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> Response | None:
         """One HTTP exchange, through the outage gate: while the API cannot be reached at all,
-        one attempt at a time probes it and the others wait without spending attempts."""
+        one attempt at a time probes it and the others wait without spending attempts.
+        None when the run stopped during an outage."""
         outage = self._outage
         while True:
             probing = outage.active
@@ -221,6 +245,8 @@ class Sender:
                 if exc.kind == "connect" and outage.cannot_connect(self._redact(str(exc))):
                     if probing:
                         await outage.wait_before_probe()
+                    if self._stop.stopped:
+                        return None
                     continue
                 raise
             finally:
@@ -228,6 +254,10 @@ class Sender:
                     outage.probe.release()
             outage.answered()
             return response
+
+
+#: what an attempt that never happened returns: the run stopped first
+_STOPPED = Attempt(None, "stopped", None, False, 0)
 
 
 def _wants_retry(outcome: Attempt) -> bool:

@@ -1,0 +1,58 @@
+"""Stopping is a token that waits watch, the same with a real or an injected sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+from fakes import FakeTransport, write
+
+from bulkpatch.ledger import iter_records
+from bulkpatch.options import RunOptions
+from bulkpatch.pipeline import Run
+from bulkpatch.stopping import StopToken
+from bulkpatch.transport import Response
+
+
+async def test_a_sleep_is_cut_short_by_stop_whatever_sleep_was_injected() -> None:
+    never = asyncio.Event()
+
+    async def endless(seconds: float) -> None:  # a fake clock that would never return
+        await never.wait()
+
+    token = StopToken(endless)
+    sleeping = asyncio.ensure_future(token.sleep(3600))
+    await asyncio.sleep(0)
+    assert not sleeping.done()
+    token.stop()
+    await sleeping
+    assert token.stopped
+    await token.sleep(10)  # once stopped, sleeping returns at once
+    await token.wait()
+
+
+async def test_stopping_during_a_retry_after_pause_leaves_the_row_unrecorded(tmp_path: Path) -> None:
+    """With an injected sleep too (issue 10), and the request already sent is counted (issue 9.11)."""
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    never = asyncio.Event()
+
+    async def fake_sleep(seconds: float) -> None:
+        await never.wait()
+
+    holder: list[Run] = []
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        asyncio.get_running_loop().call_soon(holder[0].stop)
+        return Response(503, "120", b"")
+
+    run = Run(
+        RunOptions(input=str(source), base_url="http://api.test"),
+        transport=FakeTransport(handler),
+        sleep=fake_sleep,
+    )
+    holder.append(run)
+    result = await asyncio.wait_for(run.execute(), 30)
+    assert result.interrupted and result.exit_code == 130
+    assert result.requests == 1  # it was sent, even though the row has no outcome
+    assert [r for r in iter_records(f"{source}.ledger.jsonl") if r["type"] == "row"] == []
