@@ -22,7 +22,6 @@ from bulkpatch.errors import ConfigError
 from bulkpatch.reader import Format, Record
 from bulkpatch.schema import WORKLOAD_FIELDS, Schema, validator_for
 
-DEFAULT_PATH = "/api/workload_management/v5/workloads/{workload_id}"
 #: methods whose requests carry no body
 BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch

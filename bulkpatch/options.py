@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
-from bulkpatch.mapping import DEFAULT_PATH
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 

@@ -28,6 +28,7 @@ from typing import Any, cast
 import orjson
 
 from bulkpatch.errors import BulkPatchError, TransportError, WorkerError
+from bulkpatch.event_loop import run_loop
 from bulkpatch.transport import AiohttpTransport, Response
 
 # frame = u32 length of what follows, then the fields below, then their bytes
@@ -387,13 +388,7 @@ def _main() -> None:
     # its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve())
+    run_loop(_serve())
 
 
 if __name__ == "__main__":

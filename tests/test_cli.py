@@ -204,6 +204,11 @@ def test_demo_exits_0_and_verifies(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "verified through GET: all 1000 workloads carry the new values" in result.output
     assert "demo-secret" not in result.output
+    # The paths the summary prints still exist afterwards (issue 14: they were in a deleted folder).
+    ledger = next(
+        line.split("ledger: ", 1)[1] for line in result.output.splitlines() if line.startswith("ledger: ")
+    )
+    assert Path(ledger).is_file() and f"kept in {tmp_path}" in result.output
 
 
 def test_stdin_input_needs_a_ledger_and_then_runs(tmp_path: Path, mock: ThreadedMock) -> None:
@@ -216,3 +221,15 @@ def test_stdin_input_needs_a_ledger_and_then_runs(tmp_path: Path, mock: Threaded
     result = CliRunner().invoke(cli, args, input=lines, env=env)
     assert result.exit_code == 0, result.output
     assert all(mock.api.store.get(wid)["name"] == "from-stdin" for wid in ids(5))  # type: ignore[index]
+
+
+def test_the_command_line_starts_without_the_engine() -> None:
+    """Issue 14: --help and --version took 1.2 s importing aiohttp and pydantic they do not use."""
+    import subprocess
+    import sys
+
+    probe = "import sys, bulkpatch.cli; print(sorted(m for m in ('aiohttp', 'pydantic', 'tenacity') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Rejected, Request, encode_segment
+from bulkpatch.defaults import DEFAULT_PATH
+from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request, encode_segment
 from bulkpatch.reader import Format, Record
 from bulkpatch.schema import Schema
 

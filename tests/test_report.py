@@ -13,7 +13,8 @@ from fakes import write
 from bulkpatch.chain import parse_row
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult, Status
-from bulkpatch.mapping import DEFAULT_PATH, Mapper, PathTemplate, Request
+from bulkpatch.defaults import DEFAULT_PATH
+from bulkpatch.mapping import Mapper, PathTemplate, Request
 from bulkpatch.reader import Format, InputFile
 from bulkpatch.report import exit_status, summarise, write_failed
 
