@@ -228,7 +228,10 @@ def test_the_command_line_starts_without_the_engine() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, bulkpatch.cli; print(sorted(m for m in ('aiohttp', 'pydantic', 'tenacity') if m in sys.modules))"
+    probe = (
+        "import sys, bulkpatch.cli;"
+        " print(sorted(m for m in ('aiohttp', 'pydantic', 'tenacity') if m in sys.modules))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )

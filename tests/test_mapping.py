@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkpatch.errors import ConfigError
 from bulkpatch.defaults import DEFAULT_PATH
+from bulkpatch.errors import ConfigError
 from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request, encode_segment
 from bulkpatch.reader import Format, Record
 from bulkpatch.schema import Schema

@@ -11,9 +11,9 @@ import pytest
 from fakes import write
 
 from bulkpatch.chain import parse_row
+from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult, Status
-from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.mapping import Mapper, PathTemplate, Request
 from bulkpatch.reader import Format, InputFile
 from bulkpatch.report import exit_status, summarise, write_failed
