@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum
+from typing import Any
 
 
 class Answer(IntEnum):
@@ -94,6 +95,12 @@ class FlowPolicy:
 OnChange = Callable[[str, int, str], None]
 
 
+#: answers of one kind this close together share a window entry (seconds)
+_GRAIN = 0.01
+#: window entries kept at most between two prunes (memory stays bounded at any speed)
+_MAX_ENTRIES = 256
+
+
 class FlowControl:
     """Weighs the answers against a ``FlowPolicy`` and keeps the concurrency limit and the
     learned rate they call for. ``answered()`` after every request; read ``limit`` and
@@ -112,10 +119,14 @@ class FlowControl:
         #: requests in a row, across rows, that got no answer at all
         self.no_answers = 0
         self._on_change = on_change
-        self._window: deque[tuple[float, Answer]] = deque()
+        # Answers of the same kind within ``_GRAIN`` seconds share one entry [time, kind, count]:
+        # at thousands of answers a second, one append per answer cost more than the request.
+        self._window: deque[list[Any]] = deque()
+        self._answers = 0
         self._overloads = 0
         self._rate_limited = 0
-        self._ok_times: deque[float] = deque()  # successes of the last second
+        self._ok_times: deque[list[float]] = deque()  # successes of the last second: [time, count]
+        self._oks = 0
         self._refused = 0.0
         self._last_decrease = -math.inf
         self._last_rate_cut = -math.inf
@@ -158,14 +169,20 @@ class FlowControl:
 
     def _overload_pattern(self) -> bool:
         n = self._overloads
-        return n >= self.policy.min_overloads and n >= self.policy.overload_share * len(self._window)
+        return n >= self.policy.min_overloads and n >= self.policy.overload_share * self._answers
 
     def _rate_pattern(self) -> bool:
         n = self._rate_limited
-        return n >= self.policy.min_overloads and n >= self.policy.rate_limited_share * len(self._window)
+        return n >= self.policy.min_overloads and n >= self.policy.rate_limited_share * self._answers
 
     def _add(self, now: float, answer: Answer) -> None:
-        self._window.append((now, answer))
+        window = self._window
+        last = window[-1] if window else None
+        if last is not None and last[1] is answer and now - last[0] < _GRAIN:
+            last[2] += 1
+        else:
+            window.append([now, answer, 1])
+        self._answers += 1
         if answer is Answer.OVERLOADED:
             self._overloads += 1
         elif answer is Answer.RATE_LIMITED:
@@ -173,26 +190,42 @@ class FlowControl:
             self._rate_limited += 1
         elif answer is Answer.OK:
             ok_times = self._ok_times
-            ok_times.append(now)
-            while ok_times[0] <= now - 1.0:
-                ok_times.popleft()
-        self._prune(now)
+            if ok_times and now - ok_times[-1][0] < _GRAIN:
+                ok_times[-1][1] += 1
+            else:
+                ok_times.append([now, 1])
+                while ok_times[0][0] <= now - 1.0:
+                    self._oks -= int(ok_times.popleft()[1])
+            self._oks += 1
+        if answer is not Answer.OK or len(window) > _MAX_ENTRIES:
+            # An OK at full speed changes no pattern: the window is pruned when next read.
+            self._prune(now)
 
     def _prune(self, now: float) -> None:
+        """Drop the answers that no longer count: too old, or beyond the latest ``window_answers``."""
         window = self._window
         oldest = now - self.policy.window
         cap = self.policy.window_answers
-        while window and (len(window) > cap or window[0][0] <= oldest):
-            _, answer = window.popleft()
-            if answer is Answer.OVERLOADED:
-                self._overloads -= 1
-            elif answer is Answer.RATE_LIMITED:
-                self._overloads -= 1
-                self._rate_limited -= 1
+        while window and (self._answers > cap or window[0][0] <= oldest):
+            entry = window[0]
+            # Over the cap, the oldest answers go one at a time; out of the window, all of them.
+            gone = entry[2] if entry[0] <= oldest else min(entry[2], self._answers - cap)
+            entry[2] -= gone
+            if entry[2] == 0:
+                window.popleft()
+            self._answers -= gone
+            if entry[1] is Answer.OVERLOADED:
+                self._overloads -= gone
+            elif entry[1] is Answer.RATE_LIMITED:
+                self._overloads -= gone
+                self._rate_limited -= gone
 
     def _grow(self, now: float) -> bool:
         changed = False
-        if self.limit < self.max_limit and not self._overload_pattern():
+        below = self.limit < self.max_limit
+        if below or self.learned_rate is not None:
+            self._prune(now)  # the patterns below read the window
+        if below and not self._overload_pattern():
             before = int(self.limit)
             self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
             if int(self.limit) != before:
@@ -223,9 +256,9 @@ class FlowControl:
     def _accepted(self, now: float) -> int:
         """Successes counted in the last second: what the server let through."""
         ok_times = self._ok_times
-        while ok_times and ok_times[0] <= now - 1.0:
-            ok_times.popleft()
-        return len(ok_times)
+        while ok_times and ok_times[0][0] <= now - 1.0:
+            self._oks -= int(ok_times.popleft()[1])
+        return self._oks
 
     def _cut_rate(self, now: float) -> bool:
         self._last_rate_cut = self._last_rate_step = now

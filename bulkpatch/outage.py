@@ -18,6 +18,8 @@ from bulkpatch.errors import ApiUnreachable
 
 #: seconds between probes: doubling from the first, up to the last
 _PROBE_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: less time than this left of the outage allowance counts as none
+_TOO_SHORT = 0.01
 
 
 class OutageGate:
@@ -89,7 +91,7 @@ class OutageGate:
         wait = _PROBE_WAITS[min(self._probes, len(_PROBE_WAITS) - 1)]
         self._probes += 1
         left = self.max_outage - (self._clock() - self._since)
-        if left <= 0:
+        if left < _TOO_SHORT:  # a sliver of time left would only ask for a last pointless probe
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._since_wall))
             self.gave_up = ApiUnreachable(f"API unreachable since {when} ({self.last_error})")
             raise self.gave_up

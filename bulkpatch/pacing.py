@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from bulkpatch.flow_policy import Answer, FlowControl, FlowPolicy, OnChange
 from bulkpatch.meters import ConcurrencyLimit, RateLimiter
+from bulkpatch.stopping import StopToken
 
 
 class Pacer:
@@ -41,6 +42,7 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_change: OnChange | None = None,
+        stop: StopToken | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -57,7 +59,9 @@ class Pacer:
         self._adaptive = adaptive
         self._pause_until = 0.0
         self._clock = clock
-        self._sleep = sleep
+        # Waits end early when the run stops; the caller then sees ``stop.stopped`` and gives up.
+        self._stop = stop or StopToken(sleep)
+        self._sleep = self._stop.sleep
 
     @property
     def rate(self) -> float | None:
@@ -100,7 +104,7 @@ class Pacer:
             raise
 
     async def _wait_out_pause(self) -> None:
-        while (left := self._pause_until - self._clock()) > 0:
+        while (left := self._pause_until - self._clock()) > 0 and not self._stop.stopped:
             await self._sleep(left)
 
     def release(

@@ -1,0 +1,53 @@
+"""The outage gate: many connection failures in a row make one probe at a time, then give up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fakes import FakeClock
+
+from bulkpatch.errors import ApiUnreachable
+from bulkpatch.outage import OutageGate
+from bulkpatch.pacing import Pacer
+from bulkpatch.stopping import StopToken
+
+
+def test_an_outage_is_a_run_of_failures_and_any_answer_ends_it() -> None:
+    events: list[str] = []
+    gate = OutageGate(threshold=3, clock=FakeClock(), on_change=lambda e, f: events.append(e))
+    assert not gate.cannot_connect("refused") and not gate.cannot_connect("refused")
+    gate.answered()  # an answer in between: the count starts again
+    assert not gate.cannot_connect("refused") and not gate.cannot_connect("refused")
+    assert gate.cannot_connect("refused") and gate.active
+    gate.answered()
+    assert not gate.active and events == ["outage_started", "outage_ended"]
+
+
+@pytest.mark.parametrize("start", [1000.0, 1002.598653032093, 1_000_000_000.123])
+async def test_probes_back_off_then_give_up_after_max_outage(start: float) -> None:
+    """At any clock value: a sliver of time left once never ended (float precision), a livelock."""
+    clock = FakeClock(start)
+    gate = OutageGate(threshold=1, max_outage=60.0, clock=clock, sleep=clock.sleep)
+    gate.cannot_connect("refused")
+    with pytest.raises(ApiUnreachable, match=r"API unreachable since .* \(refused\)"):
+        for _ in range(100):
+            await gate.wait_before_probe()
+    assert clock.sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 15.0]
+    assert len(clock.sleeps) < 12 and gate.gave_up is not None
+
+
+async def test_a_pause_cut_short_by_stop_does_not_spin() -> None:
+    """A pause for everyone on the real clock, then a stop: acquire returns with a few sleeps."""
+    sleeps: list[float] = []
+
+    async def counting(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    token = StopToken(counting)
+    pacer = Pacer(4, stop=token)
+    pacer.hold(3600)
+    token.stop()
+    await asyncio.wait_for(pacer.acquire(), 5)
+    assert len(sleeps) <= 1
