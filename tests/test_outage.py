@@ -30,9 +30,13 @@ async def test_probes_back_off_then_give_up_after_max_outage(start: float) -> No
     clock = FakeClock(start)
     gate = OutageGate(threshold=1, max_outage=60.0, clock=clock, sleep=clock.sleep)
     gate.cannot_connect("refused")
-    with pytest.raises(ApiUnreachable, match=r"API unreachable since .* \(refused\)"):
+
+    async def probe_until_given_up() -> None:
         for _ in range(100):
             await gate.wait_before_probe()
+
+    with pytest.raises(ApiUnreachable, match=r"API unreachable since .* \(refused\)"):
+        await probe_until_given_up()
     assert clock.sleeps[:5] == [1.0, 2.0, 4.0, 8.0, 15.0]
     assert len(clock.sleeps) < 12 and gate.gave_up is not None
 
