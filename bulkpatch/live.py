@@ -140,7 +140,7 @@ class LiveReader:
             try:
                 page = await self._get(params)
             except _Cut:
-                self.page_size = self._halve(self.page_size, "page size")
+                self.page_size = self._halve(self.page_size, self.page_size, "page size")
                 continue
             yield page["items"]
             after = _next_cursor(page)
@@ -155,14 +155,14 @@ class LiveReader:
             try:
                 await self._lookup_some([odd], include, found)
             except _Cut:
-                self._halve(1, "ids per lookup")  # raises: one workload is too long to read
+                self._halve(1, 1, "ids per lookup")  # raises: one workload is too long to read
         at = 0
         while at < len(plain):
             chunk = plain[at : at + self.ids_per_request]
             try:
                 await self._lookup_some(chunk, include, found)
             except _Cut:
-                self.ids_per_request = self._halve(min(len(chunk), self.ids_per_request), "ids per lookup")
+                self.ids_per_request = self._halve(len(chunk), self.ids_per_request, "ids per lookup")
                 continue
             at += len(chunk)
         return found
@@ -182,16 +182,18 @@ class LiveReader:
             if after is None:
                 return
 
-    def _halve(self, size: int, what: str) -> int:
-        if size <= 1:
+    def _halve(self, cut: int, current: int, what: str) -> int:
+        """The size to use after an answer for ``cut`` items came back cut (lookups run a few
+        at a time: several may be cut at once, and each must not halve the size again)."""
+        if cut <= 1:
             raise LiveReadError(
                 f"one workload's answer is longer than the {BODY_KEEP:,} bytes the client reads"
             )
-        smaller = size // 2
+        smaller = cut // 2
+        if smaller >= current:
+            return current
         if self._notice is not None:
-            self._notice(
-                f"answers longer than {BODY_KEEP:,} bytes came back cut: {what} lowered to {smaller}"
-            )
+            self._notice(f"answers over {BODY_KEEP:,} bytes came back cut: {what} lowered to {smaller}")
         return smaller
 
     async def _get(self, params: list[tuple[str, str]]) -> dict[str, Any]:

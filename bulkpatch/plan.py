@@ -258,6 +258,7 @@ async def plan_rows(
         async for row in compare_rows(options, reader, header=header):
             verdict = _verdict(row)
             result.mask.append(verdict)
+            _count(result, verdict)
             if verdict == CHANGES:
                 result.fields.update(d.field for d in row.diffs)
                 for d in row.diffs[: max(0, examples - len(result.examples))]:
@@ -280,6 +281,19 @@ async def plan_rows(
                 result.irreversible.by_column[name] += count
     result.requests = reader.requests
     return result
+
+
+def _count(result: PlanResult, verdict: int) -> None:
+    if verdict == CHANGES:
+        result.to_change += 1
+    elif verdict == UNCHANGED:
+        result.unchanged += 1
+    elif verdict == NOT_FOUND:
+        result.not_found += 1
+    elif verdict == REPEATED:
+        result.repeated += 1
+    else:
+        result.not_planned += 1
 
 
 def _verdict(row: Compared) -> int:
