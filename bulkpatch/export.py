@@ -56,9 +56,7 @@ def parse_columns(text: str) -> list[str]:
     if len(set(columns)) != len(columns):
         raise ConfigError("--columns names a column twice")
     if "attributes" in columns and any(c.startswith("attributes.") for c in columns):
-        raise ConfigError(
-            "--columns: 'attributes' (the whole object) and 'attributes.KEY' both set attributes"
-        )
+        raise ConfigError("--columns: 'attributes' (the whole object) and 'attributes.KEY' overlap; keep one")
     return columns
 
 
