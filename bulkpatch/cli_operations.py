@@ -213,7 +213,7 @@ def _default_snapshot(input: str) -> str | None:
 
 
 def _show(value: Any) -> str:
-    from bulkpatch.plan import MISSING
+    from bulkpatch.compare import MISSING
 
     text = "(absent)" if value is MISSING else orjson.dumps(value).decode()
     return text if len(text) <= _CLIP else text[: _CLIP - 1] + "…"

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulkpatch.auth import Auth
+from bulkpatch.compare import Diff, compare_rows
 from bulkpatch.live import LiveReader
 from bulkpatch.options import RunOptions
-from bulkpatch.plan import Diff, compare_rows
 from bulkpatch.transport import Transport
 
 

@@ -13,22 +13,12 @@ from fakes import ThreadedMock
 import bulkpatch
 from bulkpatch.cli import _Group
 from bulkpatch.cli_operations import plan, verify
+from bulkpatch.compare import MISSING, Diff, diff, same
 from bulkpatch.errors import ConfigError
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.plan import (
-    CHANGES,
-    MISSING,
-    NOT_FOUND,
-    NOT_PLANNED,
-    REPEATED,
-    UNCHANGED,
-    Diff,
-    diff,
-    plan_rows,
-    same,
-)
+from bulkpatch.plan import CHANGES, NOT_FOUND, NOT_PLANNED, REPEATED, UNCHANGED, plan_rows
 from bulkpatch.schema import Schema
 from bulkpatch.transport import AiohttpTransport
 

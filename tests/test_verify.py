@@ -10,10 +10,10 @@ from fakes import ThreadedMock
 import bulkpatch
 from bulkpatch.cli import _Group
 from bulkpatch.cli_operations import verify
+from bulkpatch.compare import Diff
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.plan import Diff
 from bulkpatch.transport import AiohttpTransport
 from bulkpatch.verify import verify_rows
 
