@@ -178,16 +178,25 @@ def _filters(
 @click.argument("input", metavar="INPUT")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="[default: from the extension]")
 @click.option("--snapshot", help="Where the rollback goes.  [default: INPUT's name + .before.csv/.jsonl]")
+@click.option("--overwrite-snapshot", is_flag=True, help="Replace an existing snapshot file.")
 @_api_options
-def plan(input: str, fmt: str | None, snapshot: str | None, **kw: Any) -> int:
+def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: bool, **kw: Any) -> int:
     """Show what `bulkpatch run INPUT` would change, and write the rollback snapshot.
 
     Reads the live workloads of INPUT's rows (one GET per 100 rows) and compares each field
     a row sets (attributes key by key). The snapshot holds the before-values of the fields
-    that would change, in INPUT's format: `bulkpatch run SNAPSHOT` undoes the change.
+    that would change, in INPUT's format: `bulkpatch run SNAPSHOT` undoes the change. An
+    existing snapshot is never replaced unless --overwrite-snapshot: keep the one made before
+    the run.
     """
     options = _options(input, fmt, "PATCH", kw)
     snapshot = snapshot or _default_snapshot(input)
+    if snapshot and os.path.exists(snapshot) and not overwrite_snapshot:
+        # A plan made after the run would replace the rollback with an empty one.
+        raise ConfigError(
+            f"{snapshot} exists (the rollback of an earlier plan?); move it away, or pass"
+            " --overwrite-snapshot or --snapshot FILE"
+        )
     ticker = _Ticker("plan", kw["quiet"])
 
     async def go() -> PlanResult:

@@ -150,3 +150,16 @@ def test_plan_without_a_base_url_is_one_line_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(CLI, ["plan", str(source)])
     assert result.exit_code == 2 and result.output.strip().count("\n") == 0
     assert "--base-url" in result.output
+
+
+def test_plan_never_replaces_an_earlier_snapshot_unless_told(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [{"workload_id": "w", "name": "n"}])
+    rollback = tmp_path / "in.before.jsonl"
+    rollback.write_text('{"workload_id": "w", "name": "before"}\n')
+    with ThreadedMock(MockConfig(require_auth=False, workloads=1)) as mock:
+        refused = CliRunner().invoke(CLI, ["plan", str(source), "--base-url", mock.url])
+        assert refused.exit_code == 2 and "exists" in refused.output
+        assert rollback.read_text() == '{"workload_id": "w", "name": "before"}\n'
+        again = CliRunner().invoke(CLI, ["plan", str(source), "--base-url", mock.url, "--overwrite-snapshot"])
+    assert again.exit_code == 0, again.output
+    assert "1 not found: w" in again.output and rollback.read_text() == ""
