@@ -82,6 +82,7 @@ class LiveReader:
         auth: Auth | None = None,
         notice: Callable[[str], None] | None = None,
         page_size: int = 100,
+        body_limit: int = BODY_KEEP,
     ) -> LiveReader:
         """A reader with the run's base URL, extra headers, credentials and attempts."""
         if not options.base_url:
@@ -98,6 +99,7 @@ class LiveReader:
             policy=policy,
             page_size=page_size,
             notice=notice,
+            body_limit=body_limit,
         )
 
     def __init__(
@@ -111,6 +113,7 @@ class LiveReader:
         page_size: int = 100,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         notice: Callable[[str], None] | None = None,
+        body_limit: int = BODY_KEEP,
     ) -> None:
         if not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be from 1 to 1000, got {page_size}")
@@ -121,6 +124,8 @@ class LiveReader:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._notice = notice
+        #: bytes of an answer the transport keeps: an answer this long was cut
+        self._body_limit = body_limit
         #: list requests sent (retries and cut answers included)
         self.requests = 0
         #: the ``limit`` of list pages; halves when a page comes back cut
@@ -187,13 +192,15 @@ class LiveReader:
         at a time: several may be cut at once, and each must not halve the size again)."""
         if cut <= 1:
             raise LiveReadError(
-                f"one workload's answer is longer than the {BODY_KEEP:,} bytes the client reads"
+                f"one workload's answer is longer than the {self._body_limit:,} bytes the client reads"
             )
         smaller = cut // 2
         if smaller >= current:
             return current
         if self._notice is not None:
-            self._notice(f"answers over {BODY_KEEP:,} bytes came back cut: {what} lowered to {smaller}")
+            self._notice(
+                f"answers over {self._body_limit:,} bytes came back cut: {what} lowered to {smaller}"
+            )
         return smaller
 
     async def _get(self, params: list[tuple[str, str]]) -> dict[str, Any]:
@@ -215,6 +222,8 @@ class LiveReader:
             else:
                 status = response.status
                 if status == 200:
+                    if len(response.body) >= self._body_limit:
+                        raise _Cut
                     return _page(response.body)
                 if status == 401 and self._auth.renewable and not renewed:
                     renewed = True
@@ -237,8 +246,6 @@ class LiveReader:
 
 
 def _page(body: bytes) -> dict[str, Any]:
-    if len(body) >= BODY_KEEP:
-        raise _Cut
     try:
         page = orjson.loads(body)
     except orjson.JSONDecodeError:

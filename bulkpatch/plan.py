@@ -24,7 +24,7 @@ from bulkpatch.export import ID, LeftOut, Output, RowWriter
 from bulkpatch.live import LiveReader
 from bulkpatch.options import RunOptions
 from bulkpatch.reader import Format, detect_format
-from bulkpatch.transport import Transport
+from bulkpatch.transport import BODY_KEEP, Transport
 
 #: the mask's values, one byte per input row; anything but UNCHANGED is sent
 UNCHANGED = 0
@@ -76,11 +76,12 @@ async def plan_rows(
     snapshot: str | None = None,
     notice: Callable[[str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    body_limit: int = BODY_KEEP,
     examples: int = 5,
 ) -> PlanResult:
     """Compare every row of ``options.input`` with the live workloads; write the rollback."""
     check_plannable(options)
-    reader = LiveReader.for_options(options, transport, auth=auth, notice=notice)
+    reader = LiveReader.for_options(options, transport, auth=auth, notice=notice, body_limit=body_limit)
     result = PlanResult(snapshot=snapshot)
     input_format = detect_format(options.input, options.format)
     snapshot_format = _snapshot_format(snapshot, input_format) if snapshot else input_format

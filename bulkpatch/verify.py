@@ -16,7 +16,7 @@ from bulkpatch.auth import Auth
 from bulkpatch.compare import Diff, compare_rows
 from bulkpatch.live import LiveReader
 from bulkpatch.options import RunOptions
-from bulkpatch.transport import Transport
+from bulkpatch.transport import BODY_KEEP, Transport
 
 
 @dataclass
@@ -48,10 +48,11 @@ async def verify_rows(
     auth: Auth | None = None,
     notice: Callable[[str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    body_limit: int = BODY_KEEP,
     examples: int = 10,
 ) -> VerifyResult:
     """Read back every row of ``options.input`` and compare it with the live workload."""
-    reader = LiveReader.for_options(options, transport, auth=auth, notice=notice)
+    reader = LiveReader.for_options(options, transport, auth=auth, notice=notice, body_limit=body_limit)
     result = VerifyResult()
     async for row in compare_rows(options, reader):
         result.rows += 1
