@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+from click.testing import CliRunner
+from fakes import ThreadedMock
+
+import bulkpatch
+from bulkpatch.cli import _Group
+from bulkpatch.cli_operations import verify
+from bulkpatch.compare import Diff
+from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.mock.store import sample_workloads
+from bulkpatch.options import RunOptions
+from bulkpatch.transport import AiohttpTransport
+from bulkpatch.verify import verify_rows
+
+CLI = _Group(commands={"verify": verify})
+
+
+def migration(tmp_path: Path, count: int) -> Path:
+    rows = [
+        {"workload_id": w["id"], "name": f"{w['name']}.new", "attributes": {"site": "fra9"}, "enabled": False}
+        for w in sample_workloads(count)
+    ]
+    path = tmp_path / "migration.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def test_verify_passes_after_a_run_and_reports_drift_and_gone_workloads(tmp_path: Path) -> None:
+    source = migration(tmp_path, 250)
+    with ThreadedMock(MockConfig(require_auth=False, workloads=250)) as mock:
+        before = CliRunner().invoke(CLI, ["verify", str(source), "--base-url", mock.url])
+        assert before.exit_code == 1 and "250 differ" in before.output
+
+        assert bulkpatch.run(str(source), base_url=mock.url, ledger=os.devnull).exit_code == 0
+        mock.api.counters.requests = 0
+        after = CliRunner().invoke(CLI, ["verify", str(source), "--base-url", mock.url])
+        assert after.exit_code == 0, after.output
+        assert "250 match" in after.output and mock.api.counters.requests == 3
+
+        ids = [w["id"] for w in sample_workloads(3)]
+        mock.api.store.update(ids[1], {"attributes": {"site": "ams2"}})
+        mock.api.store.delete([ids[2]])
+        drift = CliRunner().invoke(CLI, ["verify", str(source), "--base-url", mock.url])
+    assert drift.exit_code == 1
+    assert "248 match" in drift.output and "1 differ" in drift.output
+    assert f'row 2 {ids[1]}: attributes.site: live "ams2", input "fra9"' in drift.output
+    assert f"1 not found: {ids[2]}" in drift.output
+
+
+async def test_verify_rows_for_run_verify(tmp_path: Path) -> None:
+    source = migration(tmp_path, 3)
+    async with MockServer(MockConfig(require_auth=False, workloads=3)) as server:
+        options = RunOptions(input=str(source), base_url=server.url)
+        async with AiohttpTransport(limit=4, timeout=10) as transport:
+            first = next(sample_workloads(1))
+            server.api.store.update(first["id"], {"name": f"{first['name']}.new", "enabled": False})
+            result = await verify_rows(options, transport)
+    assert (result.rows, result.matching, result.drifted, result.not_found) == (3, 0, 3, 0)
+    assert result.exit_code == 1 and result.requests == 1
+    assert result.examples[0] == (
+        1,
+        first["id"],
+        Diff("attributes.site", first["attributes"]["site"], "fra9"),
+    )
