@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from bulkpatch import __version__
+from bulkpatch.cli_operations import export, plan, verify
 from bulkpatch.cli_run import run
 from bulkpatch.cli_tools import demo, mock, report, state_command
 from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
@@ -70,7 +71,7 @@ def cli() -> None:
     """
 
 
-for _command in (run, report, state_command, mock, demo):
+for _command in (run, report, state_command, export, plan, verify, mock, demo):
     cli.add_command(_command)
 
 

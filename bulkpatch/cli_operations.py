@@ -12,25 +12,23 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.export import Output, export_workloads, parse_columns
-from bulkpatch.live import LiveReader
-from bulkpatch.options import RunOptions, parse_header
-from bulkpatch.plan import PlanResult, plan_rows
-from bulkpatch.reader import detect_format
-from bulkpatch.transport import BODY_KEEP, Transport
-from bulkpatch.verify import VerifyResult, verify_rows
-from bulkpatch.wiring import transport_for
+from bulkpatch.event_loop import run_loop
 
-#: bytes of an answer the transport keeps. With the transport's default, a page of 100 full
-#: workloads (~68 KB at the mock) comes back cut and is asked again in halves; a transport that
-#: keeps more (``AiohttpTransport(body_limit=...)``, proposed) reads it in one request.
-_READ_LIMIT = BODY_KEEP
+if TYPE_CHECKING:  # the engine is imported when a command runs, not for --help
+    from bulkpatch.options import RunOptions
+    from bulkpatch.plan import PlanResult
+    from bulkpatch.transport import Transport
+    from bulkpatch.verify import VerifyResult
+
+#: bytes of an answer kept when reading workloads: a page of 100 full workloads is ~68 KB, more
+#: than a run keeps of an error body
+_READ_LIMIT = 8 << 20
 
 _CLIP = 60
 
@@ -52,6 +50,8 @@ def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(input: str, fmt: str | None, method: str, kw: dict[str, Any]) -> RunOptions:
+    from bulkpatch.options import RunOptions, parse_header
+
     return RunOptions(
         input=input,
         format=fmt,
@@ -92,7 +92,12 @@ class _Ticker:
 
 
 def _transport(options: RunOptions) -> Transport:
-    return transport_for(options)
+    from bulkpatch.transport import AiohttpTransport
+    from bulkpatch.wiring import base_headers
+
+    return AiohttpTransport(
+        limit=10, timeout=options.timeout, headers=base_headers(options), body_limit=_READ_LIMIT
+    )
 
 
 def _warn(line: str) -> None:
@@ -100,9 +105,7 @@ def _warn(line: str) -> None:
 
 
 def _run(coro: Any) -> Any:
-    from bulkpatch.cli import run_async  # the event loop the CLI uses (uvloop when installed)
-
-    return run_async(coro)
+    return run_loop(coro)
 
 
 @click.command()
@@ -126,6 +129,10 @@ def export(output: str, fmt: str | None, columns: str | None, page_size: int, **
     A value no CSV cell carries back exactly (an attribute that is a number) is left empty,
     so that the unedited file changes nothing; JSONL (or --columns attributes) keeps them all.
     """
+    from bulkpatch.export import Output, export_workloads, parse_columns
+    from bulkpatch.live import LiveReader
+    from bulkpatch.reader import detect_format
+
     if output == "-" and not fmt:
         raise ConfigError("writing to stdout needs --format csv or --format jsonl")
     chosen = detect_format(output, fmt)
@@ -201,6 +208,8 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
     existing snapshot is never replaced unless --overwrite-snapshot: keep the one made before
     the run.
     """
+    from bulkpatch.plan import plan_rows
+
     options = _options(input, fmt, "PATCH", kw)
     snapshot = snapshot or _default_snapshot(input)
     if snapshot and os.path.exists(snapshot) and not overwrite_snapshot:
@@ -291,6 +300,8 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     Reads back INPUT's rows in batches (one GET per 100 rows); a row drifts when a field it
     sets differs live, or its workload is gone.
     """
+    from bulkpatch.verify import verify_rows
+
     options = _options(input, fmt, "PATCH", kw)
     ticker = _Ticker("verify", kw["quiet"])
 

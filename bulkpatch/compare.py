@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
+from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
 from bulkpatch.live import MAX_IDS, Include, LiveReader
-from bulkpatch.mapping import DEFAULT_PATH, Rejected, Request
+from bulkpatch.mapping import Rejected, Request
 from bulkpatch.options import RunOptions
 from bulkpatch.schema import Schema
 from bulkpatch.wiring import open_input

@@ -65,6 +65,7 @@ class AiohttpTransport:
         limit: int,
         timeout: float,
         headers: Mapping[str, str] | None = None,
+        body_limit: int = BODY_KEEP,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
@@ -73,6 +74,8 @@ class AiohttpTransport:
         self._limit = limit
         self._timeout = timeout
         self._headers = dict(headers or {})
+        #: bytes of an answer kept; readers of JSON pages (export, plan) need more than BODY_KEEP
+        self._body_limit = body_limit
         self._session: aiohttp.ClientSession | None = None
         # Per-attempt timeouts: one watchdog task instead of a timer per request (aiohttp's
         # own per-request timeout machinery cost ~13% of bulkpatch's throughput at full speed).
@@ -117,7 +120,7 @@ class AiohttpTransport:
             # full speed.
             resp = await session.request(method, target, data=body, headers=headers, allow_redirects=False)
             try:
-                content = await _read_head(resp.content)
+                content = await _read_head(resp.content, self._body_limit)
             except BaseException:
                 resp.close()
                 raise
@@ -177,12 +180,12 @@ class AiohttpTransport:
             self._session = None
 
 
-async def _read_head(content: aiohttp.StreamReader) -> bytes:
-    """At most ``BODY_KEEP`` bytes of a body: a 1 GiB answer must not cost 1 GiB of memory."""
+async def _read_head(content: aiohttp.StreamReader, limit: int = BODY_KEEP) -> bytes:
+    """At most ``limit`` bytes of a body: a 1 GiB answer must not cost 1 GiB of memory."""
     parts: list[bytes] = []
     size = 0
-    while size < BODY_KEEP and not content.at_eof():  # at EOF at once for a 204: no await
-        chunk = await content.read(BODY_KEEP - size)
+    while size < limit and not content.at_eof():  # at EOF at once for a 204: no await
+        chunk = await content.read(limit - size)
         if not chunk:
             break
         parts.append(chunk)

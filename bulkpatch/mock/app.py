@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -286,7 +287,11 @@ class MockApi:
             ids = set(_id_list(q["workload_id"]))
             if len(ids) > 100:
                 return error(400, "BadRequest", "at most 100 workload ids per filter")
-        items, cursors = self.store.page(ids=ids, limit=limit, after=after, before=before)
+        try:
+            match = _filters(q)
+        except ValueError as exc:
+            return error(400, "BadRequest", str(exc))
+        items, cursors = self.store.page(ids=ids, limit=limit, after=after, before=before, match=match)
         include_all = _flag(q.get("include_all_attributes"))
         wanted_attrs = {a for v in q.getall("include_attributes", []) for a in v.split(",") if a}
         include_actions = _flag(q.get("include_allowed_actions"))
@@ -433,6 +438,56 @@ def _id_list(raw: str) -> list[str]:
     if raw.startswith("or(") and raw.endswith(")"):
         return [part.strip() for part in raw[3:-1].split(",") if part.strip()]
     return [raw]
+
+
+def _filters(q: Any) -> Callable[[dict[str, Any]], bool] | None:
+    """The list's ``type``, ``tenant_id`` and ``updated_at`` filters as one predicate (None: none)."""
+    wanted = {name: set(_id_list(q[name])) for name in ("type", "tenant_id") if name in q}
+    if len(wanted.get("type", ())) > 10:
+        raise ValueError("at most 10 types per filter")
+    when = _time_filter(q["updated_at"]) if "updated_at" in q else None
+    if not wanted and when is None:
+        return None
+
+    def match(item: dict[str, Any]) -> bool:
+        if any(item.get(name) not in values for name, values in wanted.items()):
+            return False
+        return when is None or when(_instant(item.get("updated_at") or "1970-01-01T00:00:00Z"))
+
+    return match
+
+
+def _time_filter(raw: str) -> Callable[[datetime], bool]:
+    """``ge(t)``, ``gt(t)``, ``le(t)``, ``lt(t)``, ``range(a,b)`` (inclusive), ``xrange(a,b)``, or ``t``."""
+    op, paren, rest = raw.strip().partition("(")
+    if not paren:
+        at = _instant(raw)
+        return lambda t: t == at
+    args = [_instant(a) for a in rest.rstrip(")").split(",")]
+    low, high = args[0], args[-1]
+    if op == "ge":
+        return lambda t: t >= low
+    if op == "gt":
+        return lambda t: t > low
+    if op == "le":
+        return lambda t: t <= low
+    if op == "lt":
+        return lambda t: t < low
+    if op == "range" and len(args) == 2:
+        return lambda t: low <= t <= high
+    if op == "xrange" and len(args) == 2:
+        return lambda t: low < t < high
+    raise ValueError(f"updated_at: unknown filter {raw!r} (ge, gt, le, lt, range, xrange)")
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"updated_at: not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise ValueError(f"updated_at: the time needs a zone: {text!r}")
+    return value
 
 
 def _flag(value: str | None) -> bool:
