@@ -249,6 +249,19 @@ def _default_snapshot(input: str) -> str | None:
     return f"{base}.before.{ext}" if dot else f"{stem}.before"
 
 
+async def read_back(options: RunOptions, on_progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """Compare the live workloads with the input's rows (``verify``, ``run --verify``)."""
+    from bulkpatch.verify import verify_rows
+
+    transport = _transport(options)
+    try:
+        return await verify_rows(
+            options, transport, notice=_warn, on_progress=on_progress, body_limit=_READ_LIMIT
+        )
+    finally:
+        await transport.close()
+
+
 def _show(value: Any) -> str:
     from bulkpatch.compare import MISSING
 
@@ -300,21 +313,10 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     Reads back INPUT's rows in batches (one GET per 100 rows); a row drifts when a field it
     sets differs live, or its workload is gone.
     """
-    from bulkpatch.verify import verify_rows
-
     options = _options(input, fmt, "PATCH", kw)
     ticker = _Ticker("verify", kw["quiet"])
 
-    async def go() -> VerifyResult:
-        transport = _transport(options)
-        try:
-            return await verify_rows(
-                options, transport, notice=_warn, on_progress=ticker, body_limit=_READ_LIMIT
-            )
-        finally:
-            await transport.close()
-
-    result: VerifyResult = _run(go())
+    result: VerifyResult = _run(read_back(options, ticker))
     ticker.done()
     echo = click.echo
     echo(f"verify: {result.rows:,} rows of {input} against {options.base_url} ({result.requests:,} GETs)")

@@ -20,6 +20,7 @@ from bulkpatch.event_loop import run_loop
 from bulkpatch.terminal import Stdout, print_safely
 
 if TYPE_CHECKING:
+    from bulkpatch.options import RunOptions
     from bulkpatch.pipeline import Run
     from bulkpatch.results import RunResult
 
@@ -131,6 +132,18 @@ if TYPE_CHECKING:
     " JOB_COMPLETION_INDEX, a Kubernetes Indexed Job). --rate is the whole job's: each shard takes"
     " R/N. Each shard has its own ledger and state.",
 )
+@click.option(
+    "--only-changed",
+    is_flag=True,
+    help="Read the live workloads first (one GET per 100 rows) and send only the rows that change"
+    " something; the others are recorded unchanged.",
+)
+@click.option(
+    "--verify",
+    "verify_after",
+    is_flag=True,
+    help="After the run, read the workloads back and exit 1 if any differs from the input.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
 @click.option(
     "--token-url",
@@ -178,6 +191,8 @@ def run(
     state: str | None,
     full: bool,
     shard: str | None,
+    only_changed: bool,
+    verify_after: bool,
     dry_run: bool,
     token_url: str | None,
     progress: bool | None,
@@ -228,12 +243,17 @@ def run(
         state=state,
         full=full,
         shard=parse_shard(shard, dict(os.environ)) if shard else None,
+        only_changed=only_changed,
         dry_run=dry_run,
         token=os.environ.get("BULKPATCH_TOKEN") or None,
         client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
         client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
         token_url=token_url,
     )
+    if verify_after:
+        from bulkpatch.compare import check_plannable
+
+        check_plannable(options)
     out = Stdout()
     if dry_run:
         found = dry_run_rows(options)
@@ -269,7 +289,24 @@ def run(
                 print_safely(lambda: print_summary(out, partial, command=command))
             raise
     print_safely(lambda: print_summary(out, result, command=command))
+    if verify_after and not result.interrupted:
+        return max(result.exit_code, _verify(options, out))
     return result.exit_code
+
+
+def _verify(options: RunOptions, out: Console) -> int:
+    """``--verify``: read the workloads back; 1 when some live value differs from the input."""
+    from bulkpatch.cli_operations import read_back
+
+    found = run_loop(read_back(options))
+    print_safely(
+        lambda: out.print(
+            f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
+            f" {found.drifted:,} differ, {found.not_found:,} not found",
+            highlight=False,
+        )
+    )
+    return found.exit_code
 
 
 async def run_with_progress(

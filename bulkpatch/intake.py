@@ -4,7 +4,8 @@ Every record is mapped, fingerprinted and then either
 
 * skipped: the ledger already holds an answer to this very request at this row (a resume; or
   the ledger of the input's earlier version proved it applied, and it is copied over), or the
-  sync state says this very request was the last one applied to its key (``unchanged``);
+  sync state says this very request was the last one applied to its key, or ``--only-changed``
+  found the live workload already equal (``unchanged``);
 * recorded without sending: it could not be mapped (``invalid``) or has nothing to send
   (``skipped``); or
 * yielded, to be sent.
@@ -54,6 +55,7 @@ class Intake:
         on_error: Callable[[InputError], None] | None = None,
         shard: tuple[int, int] | None = None,
         carried: LedgerIndex | None = None,
+        unchanged: Callable[[int], bool] | None = None,
     ) -> None:
         self._records = records
         self._mapper = mapper
@@ -66,6 +68,7 @@ class Intake:
         self._on_error = on_error
         self._shard = shard
         self._carried = carried
+        self._unchanged = unchanged
         self._seen = SeenKeys()
         #: rows left to the other shards
         self.other_shards = 0
@@ -97,6 +100,7 @@ class Intake:
             # A reset: every row is sent, whatever the ledgers and the state say.
             known = carried_known = 0
         seen_add = self._seen.add
+        unchanged = self._unchanged
         quiet = 0
         for batch in self._batches():
             if not batch:
@@ -137,6 +141,11 @@ class Intake:
                             yield None
                         continue
                 key = mapped.key
+                if sendable and unchanged is not None and unchanged(row):
+                    # --only-changed: the live workload already holds what this row would set.
+                    self.rows_read += 1
+                    record(RowResult(row, mapped.line, key, Status.UNCHANGED, fp=fp))
+                    continue
                 if sendable and state is not None:
                     last = applied.get(key)
                     if last == fp and not repeated and key not in failing:

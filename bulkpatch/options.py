@@ -46,6 +46,8 @@ class RunOptions:
     state: str | None = None
     #: with ``state``: send every row anyway, and refresh the state
     full: bool = False
+    #: read the live workloads first and send only the rows that change something
+    only_changed: bool = False
     #: (K, N): send only the rows whose key hashes to shard K of N; None: every row
     shard: tuple[int, int] | None = None
     #: handle at most this many rows not done yet, then stop (a canary run); None: all
@@ -123,6 +125,12 @@ class RunOptions:
             k, n = self.shard
             if not (1 <= n <= MAX_SHARDS and 0 <= k < n):
                 raise ConfigError(f"--shard K/N needs 0 <= K < N <= {MAX_SHARDS}, got {k}/{n}")
+        if self.only_changed:
+            if self.input in ("-", "<rows>"):
+                raise ConfigError("--only-changed reads the input twice (plan, then run): it needs a file")
+            from bulkpatch.compare import check_plannable  # the engine, only when asked for
+
+            check_plannable(self)
         if self.full and not self.state:
             raise ConfigError("--full goes with --state FILE")
         if self.input == "-" and not self.ledger and not self.dry_run:

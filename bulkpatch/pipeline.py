@@ -101,6 +101,7 @@ class Run:
         self.outage: OutageGate | None = None
         self.started = time.monotonic()
         self._order = KeyOrder()
+        self._auth: Any = None
         #: (count, status, error) of the first rows sent while all of them failed alike
         self._first_failures: tuple[int, int | None, str] | None = (0, None, "")
 
@@ -178,6 +179,7 @@ class Run:
                 if own is not None:
                     await stack.enter_async_context(own)
                 sender = await self._sender(transport, redact)
+                unchanged = await self._plan(transport) if options.only_changed else None
                 self.intake = intake = Intake(
                     records,
                     mapper,
@@ -190,6 +192,7 @@ class Run:
                     on_error=self._fail,
                     shard=options.shard,
                     carried=ledger.carried,
+                    unchanged=unchanged,
                 )
                 self.started = time.monotonic()
                 cpu_started = time.process_time()
@@ -241,6 +244,17 @@ class Run:
             raise self._fatal
         return result
 
+    async def _plan(self, transport: Transport) -> Callable[[int], bool]:
+        """``--only-changed``: read the live workloads first; rows already equal are not sent."""
+        from bulkpatch.plan import plan_rows
+
+        planned = await plan_rows(self.options, transport, auth=self._auth, notice=self._say)
+        self._say(
+            f"planned against the live workloads: {planned.to_change:,} rows to change,"
+            f" {planned.unchanged:,} already equal, {planned.not_found:,} not found"
+        )
+        return lambda row: not planned.should_send(row)
+
     async def _sender(self, transport: Transport, redact: Any) -> Sender:
         """The sender and what it passes through: auth (checked now), pacer, outage gate."""
         options = self.options
@@ -251,10 +265,11 @@ class Run:
             on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
         )
         await auth.header()  # a bad secret stops the run here, before any row is sent
+        self._auth = auth
         self.pacer = Pacer(
             options.concurrency,
             rate=options.shard_rate,
-            sleep=self.stop_token.sleep,
+            stop=self.stop_token,
             on_change=self._pace_changed,
         )
         self.outage = OutageGate(

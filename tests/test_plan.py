@@ -15,6 +15,7 @@ from bulkpatch.cli import _Group
 from bulkpatch.cli_operations import plan, verify
 from bulkpatch.compare import MISSING, Diff, diff, same
 from bulkpatch.errors import ConfigError
+from bulkpatch.ledger import iter_records
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
@@ -163,3 +164,35 @@ def test_plan_never_replaces_an_earlier_snapshot_unless_told(tmp_path: Path) -> 
         again = CliRunner().invoke(CLI, ["plan", str(source), "--base-url", mock.url, "--overwrite-snapshot"])
     assert again.exit_code == 0, again.output
     assert "1 not found: w" in again.output and rollback.read_text() == ""
+
+
+def test_run_only_changed_sends_just_the_rows_that_change_and_verify_reads_them_back(tmp_path: Path) -> None:
+    """Issue 13: run --only-changed plans on the fly; run --verify exits 1 on drift."""
+    from bulkpatch.cli import cli
+
+    rows = []
+    for i, w in enumerate(sample_workloads(300)):
+        rows.append([w["id"], f"{w['name']}.v2" if i % 30 == 0 else w["name"]])
+    source = write_csv(tmp_path / "names.csv", ["workload_id", "name"], rows)
+    with ThreadedMock(MockConfig(require_auth=False, workloads=300)) as mock:
+        args = ["run", str(source), "--base-url", mock.url, "--only-changed", "--verify", "--no-progress"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+        assert sum(mock.api.counters.patches.values()) == 10
+        assert "verified through GET: 300 of 300 rows match" in result.output
+        records = [r for r in iter_records(f"{source}.ledger.jsonl") if r["type"] == "row"]
+        assert sorted({str(r["status"]) for r in records}) == ["ok", "unchanged"] and len(records) == 300
+        # Someone changes a workload behind our back: --verify says so.
+        first = rows[1][0]
+        mock.api.store.update(first, {"name": "changed-live"})
+        again = CliRunner().invoke(
+            cli, ["run", str(source), "--base-url", mock.url, "--verify", "--no-progress"]
+        )
+        assert again.exit_code == 1 and "1 differ" in again.output
+
+
+def test_only_changed_needs_a_file_and_the_workload_endpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="it needs a file"):
+        RunOptions(input="-", base_url="http://x", ledger="l", only_changed=True)
+    with pytest.raises(ConfigError, match="default --path"):
+        RunOptions(input="x.csv", base_url="http://x", path="/other/{id}", only_changed=True)
