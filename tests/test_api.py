@@ -132,6 +132,7 @@ async def test_the_readme_library_example_runs_against_the_mock(
     assert [mock_server.api.store.get(wid)["name"] for wid in ids] == ["renamed-0", "renamed-1", "renamed-2"]  # type: ignore[index]
 
 
+@pytest.mark.slow
 async def test_shards_split_the_rows_between_them_exactly_once(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},x\n" for i in range(1000)))
     sent: list[str] = []

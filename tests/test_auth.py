@@ -59,6 +59,7 @@ def test_bearer_token_is_hidden_in_repr() -> None:
     assert "abc" not in repr(BearerToken("abc"))
 
 
+@pytest.mark.slow
 async def test_a_run_outlives_several_token_lifetimes(tmp_path: Path) -> None:
     from bulkpatch.ledger import Status
     from bulkpatch.mock.store import sample_workloads

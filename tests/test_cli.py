@@ -199,6 +199,7 @@ def test_hostile_ids_stay_inside_one_segment(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_demo_exits_0_and_verifies(tmp_path: Path) -> None:
     result = invoke("demo", "--workdir", str(tmp_path), "--no-progress")
     assert result.exit_code == 0, result.output

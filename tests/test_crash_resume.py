@@ -22,6 +22,8 @@ from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.resume import LedgerIndex
 
+pytestmark = pytest.mark.slow  # real processes, killed and resumed
+
 ROWS = 6000
 CONCURRENCY = 32
 

@@ -156,6 +156,7 @@ def test_state_writes_are_batched_and_flushed_on_close(tmp_path: Path) -> None:
 # --- resume by content (11.1) -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_row_changed_past_the_first_mib_is_sent_not_skipped(tmp_path: Path) -> None:
     """11.1: same name, same size, rows changed after the first MiB: 0 sent, exit 0, before."""
     names = {f"w{i:06d}": f"name-{i:06d}-" + "x" * 40 for i in range(30_000)}  # ~1.8 MB
@@ -213,6 +214,7 @@ def _wait_for_rows(ledger: Path, proc: subprocess.Popen[bytes], at_least: int) -
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_ledger_is_refused_and_sends_nothing(tmp_path: Path) -> None:
     workloads = list(sample_workloads(400))
     source = inventory(tmp_path / "fleet.csv", {w["id"]: f"x-{i}" for i, w in enumerate(workloads)})

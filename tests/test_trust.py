@@ -294,6 +294,7 @@ def bulkpatch(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+@pytest.mark.slow
 def test_rows_from_a_pipe_are_all_read(tmp_path: Path, api: ThreadedMock) -> None:
     """Issue 9.1: `cat x.csv | bulkpatch run /dev/stdin` sent 262 of 3,000 rows, exit 0."""
     source = fleet_csv(tmp_path, 300)
@@ -319,6 +320,7 @@ def test_rows_from_a_pipe_are_all_read(tmp_path: Path, api: ThreadedMock) -> Non
     assert api.api.store.get(list(sample_workloads(300))[-1]["id"])["name"] == "piped-299"  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_rows_from_a_named_fifo_are_all_read(tmp_path: Path, api: ThreadedMock) -> None:
     source = fleet_csv(tmp_path, 120)
     fifo = tmp_path / "in.fifo"
@@ -351,6 +353,7 @@ def test_rows_from_a_named_fifo_are_all_read(tmp_path: Path, api: ThreadedMock) 
 
 
 @pytest.mark.parametrize("closed", [0, 1])
+@pytest.mark.slow
 def test_a_closed_stdin_or_stdout_ends_with_a_proper_status(
     tmp_path: Path, api: ThreadedMock, closed: int
 ) -> None:
@@ -370,6 +373,7 @@ def bulkpatch_raw(args: list[str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_reader_that_goes_away_does_not_change_the_exit_status(tmp_path: Path, api: ThreadedMock) -> None:
     source = fleet_csv(tmp_path, 50)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
@@ -401,6 +405,7 @@ def test_a_reader_that_goes_away_does_not_change_the_exit_status(tmp_path: Path,
         (["--base-url", "http://h", "--rate", "inf"], "--rate must be"),
     ],
 )
+@pytest.mark.slow
 def test_bad_configuration_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     source = fleet_csv(tmp_path, 3)
     done = bulkpatch("run", str(source), *args)
@@ -412,6 +417,7 @@ def test_bad_configuration_is_one_line_exit_2(tmp_path: Path, args: list[str], m
 
 
 @pytest.mark.parametrize("token", ["abc\ndef", "   ", "tab\there"])
+@pytest.mark.slow
 def test_a_malformed_token_is_refused_up_front(tmp_path: Path, token: str) -> None:
     source = fleet_csv(tmp_path, 3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
@@ -425,6 +431,7 @@ def test_a_malformed_token_is_refused_up_front(tmp_path: Path, token: str) -> No
     assert token.encode() not in done.stderr or not token.strip()
 
 
+@pytest.mark.slow
 def test_sighup_ends_the_run_like_sigterm(tmp_path: Path) -> None:
     """Issue 9.11: SIGHUP killed the run with no summary and no end record."""
     source = fleet_csv(tmp_path, 300)

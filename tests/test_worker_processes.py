@@ -186,6 +186,7 @@ def test_bad_arguments() -> None:
         ProcessTransport(processes=0, limit=1, timeout=1)
 
 
+@pytest.mark.slow
 async def test_a_run_with_worker_processes_applies_every_row_once(tmp_path: Path) -> None:
     workloads = sample_workloads(300)
     rows = "".join(f"{w['id']},renamed-{i}\n" for i, w in enumerate(workloads))
@@ -214,6 +215,7 @@ async def test_a_run_with_worker_processes_applies_every_row_once(tmp_path: Path
     assert "secret-77" not in ledger
 
 
+@pytest.mark.slow
 def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     """kill -9 of bulkpatch leaves no worker behind: they see their stdin close and exit."""
     with socket.socket() as listener:
@@ -255,6 +257,7 @@ def _children_of(pid: int, *, count: int, timeout: float) -> list[int]:
     raise AssertionError(f"{count} worker processes did not start")
 
 
+@pytest.mark.slow
 async def test_a_worker_dying_mid_run_stops_the_run_and_loses_no_row(tmp_path: Path) -> None:
     answered: list[str] = []
     held = asyncio.Event()
