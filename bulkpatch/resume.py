@@ -101,7 +101,7 @@ class LedgerIndex:
         if row >= len(codes):
             grow = max(row + 1 - len(codes), len(codes) // 2, 1024)
             codes.extend(bytes(grow))
-            self.fps.extend(bytes(8 * grow))
+            self.fps.frombytes(bytes(8 * grow))
         code = _CODE[result.status]
         if code == _FAILED and (result.http_status is None or result.http_status in RETRYABLE_STATUSES):
             code = _TRANSIENT
