@@ -8,10 +8,12 @@ what a careful user expects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -20,13 +22,16 @@ from fakes import FakeTransport, write
 import bulkpatch
 from bulkpatch.errors import ConfigError, InputError, TransportError
 from bulkpatch.ledger import iter_records
+from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.pipeline import Run
 from bulkpatch.report import summarise, write_failed
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 from bulkpatch.sync_state import SyncState, describe
-from bulkpatch.transport import Response
+from bulkpatch.transport import AiohttpTransport, Response
+from bulkpatch.verify import verify_rows
 
 BASE = "http://api.test"
 
@@ -282,6 +287,24 @@ async def test_no_part_of_a_secret_survives_the_cut_of_a_long_error_message(tmp_
     assert SECRET[:12] not in text
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a token echoed percent-encoded in a redirect's Location (?token=eyJ%2B...) is written"
+    " to the ledger as it is: only the literal value is masked",
+)
+async def test_a_token_echoed_percent_encoded_in_location_is_masked(tmp_path: Path) -> None:
+    token = "eyJhbGci+Sk/Tq9w=="
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+
+    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+        return Response(302, None, b"", "https://sso.test/login?token=" + quote(token, safe=""))
+
+    await Run(
+        RunOptions(input=str(source), base_url=BASE, token=token), transport=FakeTransport(handler)
+    ).execute()
+    assert quote(token, safe="") not in Path(f"{source}.ledger.jsonl").read_text()
+
+
 # --- report --failed-out ----------------------------------------------------------------------------
 
 
@@ -307,6 +330,24 @@ async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_
     await Run(RunOptions(input=str(fix), base_url=BASE), transport=FakeTransport(api)).execute()
     tally = summarise(ledger, f"{fix}.ledger.jsonl")
     assert api.names.get("w2") == "b" or tally.bad
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a --ledger that is another input's ledger (a typo) is renamed away and replaced, so"
+    " that input's next resume no longer finds its progress and sends every row again",
+)
+async def test_another_inputs_ledger_is_not_rotated_away(tmp_path: Path) -> None:
+    first = write(tmp_path / "a.csv", "workload_id,name\nw1,a\nw2,b\n")
+    other = write(tmp_path / "b.csv", "workload_id,name\nx1,a\n")
+    api = Api()
+    await Run(RunOptions(input=str(first), base_url=BASE), transport=FakeTransport(api)).execute()
+    typo = RunOptions(input=str(other), base_url=BASE, ledger=f"{first}.ledger.jsonl")
+    with contextlib.suppress(ConfigError):  # refusing it is what a careful user expects
+        await Run(typo, transport=FakeTransport(api)).execute()
+    sent = len(api.sent)
+    await Run(RunOptions(input=str(first), base_url=BASE), transport=FakeTransport(api)).execute()
+    assert api.sent[sent:] == []  # today: w1 and w2 are sent again
 
 
 # --- library API --------------------------------------------------------------------------------
@@ -348,3 +389,20 @@ async def test_a_key_whose_last_row_succeeded_is_not_listed_failing(tmp_path: Pa
     ).execute()
     assert api.names == {"w1": "good"}
     assert describe(state)["failing"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify (and run --verify) reports drift, exit 1, for a correctly applied input in which"
+    " one id has two rows: the earlier row is compared with the value the later row set",
+)
+async def test_verify_passes_when_the_last_row_of_a_repeated_id_was_applied(tmp_path: Path) -> None:
+    first = next(iter(sample_workloads(1)))
+    source = write(tmp_path / "in.csv", f"workload_id,name\n{first['id']},old-name\n{first['id']},new-name\n")
+    async with MockServer(MockConfig(require_auth=False, workloads=1)) as server:
+        options = RunOptions(input=str(source), base_url=server.url)
+        assert (await Run(options).execute()).exit_code == 0
+        assert server.api.store.get(first["id"])["name"] == "new-name"  # type: ignore[index]
+        async with AiohttpTransport(limit=4, timeout=10) as transport:
+            result = await verify_rows(options, transport)
+    assert result.exit_code == 0, result.examples
