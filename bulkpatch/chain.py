@@ -11,6 +11,7 @@ bounded by the number of records.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from array import array
@@ -175,7 +176,27 @@ def source_of(ledger: LedgerPath, input_path: str | None = None) -> tuple[str, s
     name = input_path or named_path
     if not isinstance(name, str) or not name or name == "-":
         raise ConfigError(f"ledger {str(ledger)!r} does not name a readable input; pass --input FILE")
+    _check_unchanged(ledger, name, named)
     fmt = header.get("format")
     if name != named_path or not isinstance(fmt, str):
         return name, None  # another file: go by its own extension
     return name, fmt
+
+
+def _check_unchanged(ledger: LedgerPath, name: str, named: object) -> None:
+    """Rows are copied by their number: from other content, they would be other rows."""
+    recorded = named.get("sha256") if isinstance(named, dict) else None
+    if not isinstance(recorded, str):
+        return  # a pipe, or a ledger of an older bulkpatch: nothing to compare with
+    digest = hashlib.sha256()
+    try:
+        with open(name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cannot read input {name!r}: {exc.strerror}") from None
+    if digest.hexdigest() != recorded:
+        raise ConfigError(
+            f"{name} changed since ledger {str(ledger)!r} was written: its rows are not the ones the"
+            " ledger numbers; pass --input with the file as it was (the run keeps no copy)"
+        )

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 
 from bulkpatch.errors import InputError
-from bulkpatch.key_order import SeenKeys
+from bulkpatch.key_order import SENT, SeenKeys
 from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Mapper, Rejected, Request
 from bulkpatch.reader import Record
@@ -99,7 +99,7 @@ class Intake:
         if state is not None and state.full:
             # A reset: every row is sent, whatever the ledgers and the state say.
             known = carried_known = 0
-        seen_add = self._seen.add
+        seen = self._seen
         unchanged = self._unchanged
         quiet = 0
         for batch in self._batches():
@@ -107,70 +107,81 @@ class Intake:
                 yield None
                 continue
             applied, failing = state.lookup(_keys(batch)) if state is not None else ({}, set())
+            to_send: list[Request] = []
             for row, mapped, fp in batch:
                 if self._stopping():
-                    return
+                    break
+                key = mapped.key
                 sendable = type(mapped) is Request
-                repeated = sendable and seen_add(mapped.key)
+                # A row of a key that an earlier row of this run was sent for must go out too:
+                # whatever the ledger or the state knew of it, the earlier value is live now.
+                flags = seen.visit(key) if sendable and key else 0
+                settled = not flags & SENT
                 if row < known and codes[row]:
                     if fps[row] == fp:
-                        if done[row]:
+                        if done[row] and settled:
                             self.rows_read += 1
                             self.already_done += 1
                             if state is not None and codes[row] == _OK_CODE:
                                 # The state may lag the ledger after a crash: catch it up.
-                                state.record(RowResult(row, mapped.line, mapped.key, Status.OK, fp=fp))
+                                state.record(RowResult(row, mapped.line, key, Status.OK, fp=fp))
                             quiet += 1
-                            if quiet >= _BREATHE:
-                                quiet = 0
-                                yield None
                             continue
                     else:
                         self.changed += 1
                 elif row < carried_known and carried_codes[row]:
                     if carried_fps[row] != fp:
                         self.changed += 1
-                    elif carried_codes[row] == _OK_CODE and sendable:
+                    elif carried_codes[row] == _OK_CODE and sendable and settled:
                         # The earlier ledger (input since changed) proved this very request applied.
                         self.rows_read += 1
                         self.already_done += 1
-                        carry(RowResult(row, mapped.line, mapped.key, Status.OK, fp=fp))
+                        carry(RowResult(row, mapped.line, key, Status.OK, fp=fp))
                         quiet += 1
-                        if quiet >= _BREATHE:
-                            quiet = 0
-                            yield None
                         continue
-                key = mapped.key
-                if sendable and unchanged is not None and unchanged(row):
+                if sendable and settled and unchanged is not None and unchanged(row):
                     # --only-changed: the live workload already holds what this row would set.
                     self.rows_read += 1
                     record(RowResult(row, mapped.line, key, Status.UNCHANGED, fp=fp))
+                    quiet += 1
                     continue
                 if sendable and state is not None:
                     last = applied.get(key)
-                    if last == fp and not repeated and key not in failing:
+                    if last == fp and not flags and key not in failing:
                         self.rows_read += 1
                         record(RowResult(row, mapped.line, key, Status.UNCHANGED, fp=fp))
                         quiet += 1
-                        if quiet >= _BREATHE:
-                            quiet = 0
-                            yield None
                         continue
                     if last is not None:
                         self.changed += 1
                 if self._budget is not None:
                     if self._budget == 0:
                         self.limited = True
-                        return
+                        break
                     self._budget -= 1
                 self.rows_read += 1
                 if sendable:
-                    quiet = 0
-                    yield mapped  # type: ignore[misc]
+                    if key:
+                        seen.sent()
+                    to_send.append(mapped)  # type: ignore[arg-type]
                 else:
                     assert isinstance(mapped, Rejected)
                     status = Status(mapped.status)
                     record(RowResult(row, mapped.line, key, status, None, 0, mapped.reason, None, fp))
+            if to_send:
+                quiet = 0
+                if state is not None:
+                    # Before they go: a key whose answer never comes (kill -9) is resent next time.
+                    state.intend([r.key for r in to_send])
+                for request in to_send:
+                    if self._stopping():
+                        return
+                    yield request
+            elif quiet >= _BREATHE:
+                quiet = 0
+                yield None
+            if self.limited or self._stopping():
+                return
 
     def _batches(self) -> Iterator[list[tuple[int, Request | Rejected, int]]]:
         """Mapped and fingerprinted records, ``BATCH`` at a time; a broken input ends them."""
@@ -217,4 +228,4 @@ def shard_of(key: str, shards: int) -> int:
 
 
 def _keys(batch: list[tuple[int, Request | Rejected, int]]) -> list[str]:
-    return [mapped.key for _, mapped, _ in batch if type(mapped) is Request]
+    return [mapped.key for _, mapped, _ in batch if type(mapped) is Request and mapped.key]

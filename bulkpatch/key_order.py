@@ -58,22 +58,28 @@ class KeyOrder:
         turn.finish()
 
 
+#: what ``SeenKeys.visit`` says of a key: seen on an earlier row, sent by an earlier row
+SEEN, SENT = 1, 2
+# The two low bits of a slot: the key came more than once (counted), an earlier row was sent.
+_TWICE, _SENT_BIT, _FLAGS = 1, 2, 3
+
+
 class SeenKeys:
-    """An exact-enough set of 64-bit key hashes that counts the keys seen more than once.
+    """An exact-enough set of 64-bit key hashes: which keys came before, and which were sent.
 
     Open addressing in one array: Python's ``set`` would cost ~60 bytes a key, this costs 16.
-    The low bit of a slot marks a key already counted as repeated.
     """
 
     def __init__(self) -> None:
         self._slots = array("q", bytes(8 * 1024))
         self._used = 0
+        self._last = -1
         #: keys that appeared more than once
         self.repeated = 0
 
-    def add(self, key: str) -> bool:
-        """Note ``key``; True when it was seen before."""
-        h = (hash(key) & ~1) or 2
+    def visit(self, key: str) -> int:
+        """Note a row of ``key``; 0 for a new key, else ``SEEN``, with ``SENT`` if a row was sent."""
+        h = (hash(key) & ~_FLAGS) or 4
         slots = self._slots
         mask = len(slots) - 1
         i = h & mask
@@ -84,13 +90,28 @@ class SeenKeys:
                 self._used += 1
                 if self._used * 4 > 3 * len(slots):
                     self._grow()
-                return False
-            if value & ~1 == h:
-                if not value & 1:
-                    slots[i] = value | 1
+                    i = self._find(h)
+                self._last = i
+                return 0
+            if value & ~_FLAGS == h:
+                if not value & _TWICE:
+                    slots[i] = value | _TWICE
                     self.repeated += 1
-                return True
+                self._last = i
+                return SEEN | (SENT if value & _SENT_BIT else 0)
             i = (i + 1) & mask
+
+    def sent(self) -> None:
+        """Mark the key of the last ``visit`` as sent by this run."""
+        self._slots[self._last] |= _SENT_BIT
+
+    def _find(self, h: int) -> int:
+        slots = self._slots
+        mask = len(slots) - 1
+        i = h & mask
+        while slots[i] & ~_FLAGS != h:
+            i = (i + 1) & mask
+        return i
 
     def _grow(self) -> None:
         old = self._slots
@@ -98,7 +119,7 @@ class SeenKeys:
         mask = len(slots) - 1
         for value in old:
             if value:
-                i = (value & ~1) & mask
+                i = (value & ~_FLAGS) & mask
                 while slots[i]:
                     i = (i + 1) & mask
                 slots[i] = value

@@ -46,6 +46,8 @@ class Status(StrEnum):
 
 
 STATUS_BY_VALUE = {s.value: s for s in Status}
+#: how a failure that ran out of attempts ends its reason: it may pass another time
+GAVE_UP = "(gave up after"
 
 
 @dataclass(slots=True)
@@ -108,6 +110,12 @@ class RowResult:
             ms,
             parse_fp(data.get("fp")),
         )
+
+
+def is_transient(result: RowResult) -> bool:
+    """A failure that ran out of attempts on retryable answers (5xx, 429, timeouts, connection
+    errors), as opposed to a refusal of the request itself (4xx) or a POST not resent (unsure)."""
+    return result.status is Status.FAILED and GAVE_UP in (result.error or "")
 
 
 def parse_fp(value: object) -> int:

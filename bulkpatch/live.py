@@ -25,6 +25,7 @@ import orjson
 from bulkpatch.auth import Auth, NoAuth
 from bulkpatch.errors import BulkPatchError, ConfigError, CredentialsRejected, TransportError
 from bulkpatch.options import RunOptions
+from bulkpatch.redact import Redactor
 from bulkpatch.retry import RetryPolicy, is_retryable, parse_retry_after
 from bulkpatch.sender import describe_error
 from bulkpatch.transport import BODY_KEEP, Transport
@@ -87,8 +88,9 @@ class LiveReader:
         """A reader with the run's base URL, extra headers, credentials and attempts."""
         if not options.base_url:
             raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
+        redact = redactor_for(options)
         if auth is None:
-            auth = auth_for(options, transport, redactor_for(options))
+            auth = auth_for(options, transport, redact)
         headers = {"User-Agent": "bulkpatch", **options.headers}
         policy = RetryPolicy(max_attempts=options.max_attempts)
         return cls(
@@ -100,6 +102,7 @@ class LiveReader:
             page_size=page_size,
             notice=notice,
             body_limit=body_limit,
+            redact=redact,
         )
 
     def __init__(
@@ -114,6 +117,7 @@ class LiveReader:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         notice: Callable[[str], None] | None = None,
         body_limit: int = BODY_KEEP,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         if not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be from 1 to 1000, got {page_size}")
@@ -124,6 +128,7 @@ class LiveReader:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._notice = notice
+        self._redact = redact or Redactor()
         #: bytes of an answer the transport keeps: an answer this long was cut
         self._body_limit = body_limit
         #: list requests sent (retries and cut answers included)
@@ -218,7 +223,7 @@ class LiveReader:
             try:
                 response = await self._transport.send("GET", url, None, headers)
             except TransportError as exc:
-                status, problem, asked = None, str(exc), None
+                status, problem, asked = None, self._redact(str(exc)), None
             else:
                 status = response.status
                 if status == 200:
@@ -230,7 +235,8 @@ class LiveReader:
                     attempt -= 1
                     await self._auth.renew(authorization)
                     continue
-                problem, asked = describe_error(response), parse_retry_after(response.retry_after)
+                problem = describe_error(response, self._redact)
+                asked = parse_retry_after(response.retry_after)
                 if status in (401, 403):
                     raise CredentialsRejected(f"listing workloads: {problem}")
             if not is_retryable(status) or attempt >= self._policy.max_attempts:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
+from bulkpatch.mapping import PathTemplate
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
@@ -131,6 +132,9 @@ class RunOptions:
             from bulkpatch.compare import check_plannable  # the engine, only when asked for
 
             check_plannable(self)
+        if (self.state or self.shard) and not PathTemplate(self.path).fields:
+            # Without a {field} in the path every row has the same (empty) key.
+            raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
         if self.full and not self.state:
             raise ConfigError("--full goes with --state FILE")
         if self.input == "-" and not self.ledger and not self.dry_run:

@@ -161,6 +161,9 @@ class Run:
         state: SyncState | None = None
         try:
             binding["format"] = source.format.value
+            if options.state_path is not None:  # first: a busy state must refuse before the ledger moves
+                target = target_of(options.base_url or "", options.method, options.path)
+                state = SyncState(options.state_path, target, input_name=options.input, full=options.full)
             ledger = open_ledger(options.ledger_path, binding, input_name=None if in_code else options.input)
             if ledger.archived is not None:
                 self._say(
@@ -171,9 +174,6 @@ class Run:
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
-            if options.state_path is not None:
-                target = target_of(options.base_url or "", options.method, options.path)
-                state = SyncState(options.state_path, target, input_name=options.input, full=options.full)
             recorder = Recorder(writer, ledger.index, self.tally, state, self._on_result)
             async with contextlib.AsyncExitStack() as stack:
                 if own is not None:
@@ -359,18 +359,22 @@ class Run:
             if request is None:
                 await more()  # the intake passed over many rows, or waits for rows given in code
                 continue
-            turn, before = order.take(request.key)
+            key = request.key  # "" when the path names no field: nothing to keep in order
+            turn, before = order.take(key) if key else (None, None)
             self.in_flight += 1
             try:
                 if before is not None:
                     await before.wait()
+                    if self.stop_token.stopped:
+                        return  # the earlier row of this key has no answer: this one must wait too
                 result = await send(request)
             except BulkPatchError as exc:
                 self._fail(exc)
                 return
             finally:
                 self.in_flight -= 1
-                order.done(request.key, turn)
+                if turn is not None:
+                    order.done(key, turn)
             if result is None:
                 return  # the run stopped before this row had an answer: it stays unrecorded
             record(result)

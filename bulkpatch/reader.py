@@ -289,7 +289,9 @@ class RowsInput:
         return self._records()
 
     def _records(self) -> Iterator[Record | None]:
-        source: Iterator[Any] = iter(self._rows) if isinstance(self._rows, Iterable) else self._drain()
+        source: Iterator[Any] = (
+            self._guarded(iter(self._rows)) if isinstance(self._rows, Iterable) else self._drain()
+        )
         at = 0
         for row in source:
             if row is _EMPTY:
@@ -300,6 +302,14 @@ class RowsInput:
                 yield Record(at, at, dict(row))
             else:
                 yield Record(at, at, None, f"expected a mapping of fields, got {type(row).__name__}")
+
+    def _guarded(self, rows: Iterator[Any]) -> Iterator[Any]:
+        """The caller's rows; its failure midway is broken input, as for a file (the rows before
+        it are still sent)."""
+        try:
+            yield from rows
+        except Exception as exc:  # the caller's iterable: any failure of it
+            raise InputError(f"{self.name}: the rows broke off: {type(exc).__name__}: {exc}") from None
 
     def _drain(self) -> Iterator[Any]:
         while True:

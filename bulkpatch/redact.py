@@ -8,6 +8,7 @@ secret and each token it yields, the ``-H`` values — is replaced by ``***`` wh
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 #: values shorter than this are not masked: masking "1" everywhere would garble every message
@@ -23,12 +24,16 @@ class Redactor:
             self.add(secret)
 
     def add(self, secret: str | None) -> None:
-        """Register a secret (a new OAuth token, say); later calls mask it too."""
+        """Register a secret (a new OAuth token, say); later calls mask it too, also as it reads
+        percent-encoded in a URL (``%2B`` for ``+``, ``+`` or ``%20`` for a space)."""
         value = (secret or "").strip()
-        if len(value) >= _SHORTEST and value not in self._secrets:
-            self._secrets.append(value)
-            # Longest first, so a secret that contains another is masked whole.
-            self._secrets.sort(key=len, reverse=True)
+        if len(value) < _SHORTEST:
+            return
+        for form in {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value, safe="").lower()}:
+            if form not in self._secrets:
+                self._secrets.append(form)
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

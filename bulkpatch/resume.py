@@ -30,8 +30,7 @@ from typing import Any
 import orjson
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import LEDGER_VERSION, LedgerWriter, RowResult, Status, iter_records
-from bulkpatch.retry import RETRYABLE_STATUSES
+from bulkpatch.ledger import LEDGER_VERSION, LedgerWriter, RowResult, Status, is_transient, iter_records
 
 # One byte per row in the index; 0 means "no record yet". A failure is either "final" (the API
 # refused the request as it is) or "transient" (it ran out of attempts on a retryable answer).
@@ -103,7 +102,7 @@ class LedgerIndex:
             codes.extend(bytes(grow))
             self.fps.frombytes(bytes(8 * grow))
         code = _CODE[result.status]
-        if code == _FAILED and (result.http_status is None or result.http_status in RETRYABLE_STATUSES):
+        if code == _FAILED and is_transient(result):
             code = _TRANSIENT
         codes[row] = code
         self.fps[row] = result.fp
@@ -219,6 +218,11 @@ def open_ledger(path: str, binding: dict[str, Any], *, input_name: str | None = 
                 " refusing to append to it"
             )
         archived = carried = None
+        if header is not None and _another_input(header, binding):
+            had = (header.get("input") or {}).get("path")
+            raise ConfigError(
+                f"ledger {path} belongs to another input ({had}, other content); choose another --ledger"
+            )
         if header is not None and _stale(header, binding):
             if header.get("version") == LEDGER_VERSION:
                 carried = LedgerIndex.load(path)
@@ -283,6 +287,16 @@ def _stale(header: dict[str, Any], binding: dict[str, Any]) -> bool:
         return True
     had, has = header.get("input") or {}, binding.get("input") or {}
     return bool(had.get("sha256") and has.get("sha256") and had["sha256"] != has["sha256"])
+
+
+def _another_input(header: dict[str, Any], binding: dict[str, Any]) -> bool:
+    """True when the ledger was written for a file at another path with other content: a typo'd
+    ``--ledger``, whose ledger must not be moved away. (Same content elsewhere is a moved or copied
+    input, which resumes; other content at the same path is the input's next version.)"""
+    had, has = header.get("input") or {}, binding.get("input") or {}
+    if not (had.get("sha256") and has.get("sha256")) or had["sha256"] == has["sha256"]:
+        return False
+    return bool(had.get("path") and has.get("path") and had["path"] != has["path"])
 
 
 def _archive_name(path: str, header: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from bulkpatch.auth import Auth, NoAuth
 from bulkpatch.errors import CredentialsRejected, TransportError
-from bulkpatch.ledger import RowResult, Status
+from bulkpatch.ledger import GAVE_UP, RowResult, Status
 from bulkpatch.mapping import Request
 from bulkpatch.outage import OutageGate
 from bulkpatch.pacing import Pacer
@@ -124,7 +124,7 @@ class Sender:
             )
         error = last.error or "failed"
         if last.retryable:
-            error = f"{error} (gave up after {attempts} attempts)"
+            error = f"{error} {GAVE_UP} {attempts} attempts)"
         return RowResult(
             request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms, request.fp
         )
@@ -225,13 +225,13 @@ class Sender:
                 if status == 403
                 else ""
             )
-            answer = self._redact(describe_error(response))
+            answer = describe_error(response, self._redact)
             raise CredentialsRejected(f"credentials rejected: {self._method} {url} answered {answer}{why}")
         retry_after = parse_retry_after(response.retry_after)
         if retry_after is not None:
             retry_after = min(retry_after, self.policy.retry_after_cap)
             pacer.pause(retry_after)
-        return Attempt(status, self._redact(describe_error(response)), retry_after, is_retryable(status), 1)
+        return Attempt(status, describe_error(response, self._redact), retry_after, is_retryable(status), 1)
 
     async def _exchange(
         self, url: str, body: bytes | None, headers: dict[str, str] | None
@@ -282,7 +282,7 @@ def _last_result(state: RetryCallState) -> Attempt:
     return result
 
 
-def describe_error(response: Response) -> str:
+def describe_error(response: Response, redact: Callable[[str], str] | None = None) -> str:
     """A one-line reason for a non-2xx answer, with the API's own message when it gave one.
 
     Understood shapes: the Acronis envelope ``{"error": {"code", "message"}}``, ``{"error": "…"}``,
@@ -305,7 +305,8 @@ def describe_error(response: Response) -> str:
         line += f" redirect to {location}"
     if message:
         line += f": {' '.join(message.split())}"
-    return line[:_ERROR_CHARS]
+    # Masked before it is cut: a secret straddling the cut would otherwise survive in part.
+    return (redact(line) if redact is not None else line)[:_ERROR_CHARS]
 
 
 def _message_of(data: dict[str, object]) -> str:

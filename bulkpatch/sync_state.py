@@ -6,10 +6,12 @@ keeps the keys whose last row failed or was invalid, and one line per run. A row
 equals the last one applied to its key is not sent (``unchanged``); a key that failed before is
 always sent again, with the input's current values, so a failure heals on the next night.
 
-It is written only after an answer: it never claims a request applied that was not answered
-2xx. Writes are committed in batches (every ``commit_every`` seconds), so after ``kill -9`` the
-state can only be *behind*; the ledger still knows those rows, and the next run copies what the
-ledger vouches for into the state.
+It never claims a request applied that was not answered 2xx. Before a batch of requests goes
+out, their keys are committed as ``pending`` (in ``failing``): a key whose answer never arrives
+(``kill -9``, a stop) is sent again next time, even if its next request equals the last one
+applied, since the lost one may have landed. Answers are committed in batches (every
+``commit_every`` seconds), so after ``kill -9`` the state can only be *behind*; the ledger still
+knows those rows, and the next run copies what the ledger vouches for into the state.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS applied (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failing (
     target TEXT NOT NULL, key TEXT NOT NULL,
-    status TEXT NOT NULL,        -- failed or invalid
+    status TEXT NOT NULL,        -- failed, invalid, or pending (sent, no answer recorded: resent)
     http_status INTEGER, error TEXT,
     failed_at REAL NOT NULL, run_id INTEGER NOT NULL, row INTEGER, input TEXT,
     PRIMARY KEY (target, key)
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS runs (
     ok INTEGER, failed INTEGER, invalid INTEGER, skipped INTEGER, unchanged INTEGER
 );
 """
+
+
+_TABLES = frozenset({"applied", "failing", "runs"})
+_PENDING = "sent; no answer recorded (the run was stopped or killed): sent again next time"
 
 
 def target_of(base_url: str, method: str, path_template: str) -> str:
@@ -76,6 +82,7 @@ class SyncState:
         self._lock = _lock(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._check_ours()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
@@ -84,6 +91,9 @@ class SyncState:
         except sqlite3.DatabaseError as exc:
             os.close(self._lock)
             raise ConfigError(f"--state {path} is not a bulkpatch state database: {exc}") from None
+        except ConfigError:
+            os.close(self._lock)
+            raise
         self.run_id: int = (
             self._db.execute(
                 "INSERT INTO runs (target, input, full, started) VALUES (?, ?, ?, ?)",
@@ -91,9 +101,10 @@ class SyncState:
             ).lastrowid
             or 0
         )
-        self._applied: list[tuple[str, str, str, float, int]] = []
-        self._cleared: list[tuple[str, str]] = []
-        self._failing: list[tuple[Any, ...]] = []
+        # Outcomes waiting for the next commit, the latest per key.
+        self._applied: dict[str, tuple[str, str, str, float, int]] = {}
+        self._failing: dict[str, tuple[Any, ...]] = {}
+        self._cleared: set[str] = set()
         self._last_commit = clock()
         self.input_name = input_name
 
@@ -118,16 +129,31 @@ class SyncState:
             failing.add(key)
         return applied, failing
 
+    def intend(self, keys: list[str]) -> None:
+        """Commit ``keys`` as pending before their requests go out (see the module docstring)."""
+        self.commit()  # earlier answers first: a buffered "clear" must not erase these
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR REPLACE INTO failing VALUES (?, ?, 'pending', NULL, ?, ?, ?, NULL, ?)",
+            [(self.target, key, _PENDING, now, self.run_id, self.input_name) for key in keys],
+        )
+        db.execute("COMMIT")
+
     def record(self, result: RowResult) -> None:
         """Note a row's outcome; it reaches the database with the next commit."""
         status = result.status
-        now = time.time()
+        key = result.key
         if status is Status.OK:
-            self._applied.append((self.target, result.key, f"{result.fp:016x}", now, self.run_id))
-            self._cleared.append((self.target, result.key))
-        elif status is Status.FAILED or (status is Status.INVALID and result.key):
-            row = (self.target, result.key, status.value, result.http_status, result.error, now, self.run_id)
-            self._failing.append((*row, result.row, self.input_name))
+            self._applied[key] = (self.target, key, f"{result.fp:016x}", time.time(), self.run_id)
+            self._failing.pop(key, None)
+            self._cleared.add(key)
+        elif status is Status.FAILED or (status is Status.INVALID and key):
+            error = result.error
+            row = (self.target, key, status.value, result.http_status, error, time.time(), self.run_id)
+            self._failing[key] = (*row, result.row, self.input_name)
+            self._cleared.discard(key)
         else:
             return
         if self._clock() - self._last_commit >= self._commit_every:
@@ -135,19 +161,34 @@ class SyncState:
 
     def commit(self) -> None:
         self._last_commit = self._clock()
-        if not (self._applied or self._failing):
+        if not (self._applied or self._failing or self._cleared):
             return
         db = self._db
         db.execute("BEGIN")
         if self._applied:
-            db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?)", self._applied)
-            db.executemany("DELETE FROM failing WHERE target = ? AND key = ?", self._cleared)
+            db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?)", self._applied.values())
+        if self._cleared:
+            db.executemany(
+                "DELETE FROM failing WHERE target = ? AND key = ?", [(self.target, k) for k in self._cleared]
+            )
         if self._failing:
-            db.executemany("INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._failing)
+            db.executemany(
+                "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._failing.values()
+            )
         db.execute("COMMIT")
         self._applied.clear()
         self._cleared.clear()
         self._failing.clear()
+
+    def _check_ours(self) -> None:
+        """Refuse a database that holds tables of some other program (it would be changed)."""
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not tables <= _TABLES:
+            self._db.close()
+            raise ConfigError(
+                f"--state {self.path} is an SQLite database of something else (tables: "
+                f"{', '.join(sorted(tables - _TABLES)[:5])}); choose another file"
+            )
 
     def close(self, outcome: str | None = None, counts: dict[str, int] | None = None) -> None:
         """Commit, write the run's line (when it ended at all), release the database."""

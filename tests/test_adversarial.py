@@ -70,11 +70,6 @@ def _rows(ledger: str | Path) -> list[dict[str, object]]:
 # --- rows of one key: the older value must never land last ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stop during row 1's backoff must not let row 2 of the same key be sent (after the stop);"
-    " else the resume sends row 1 and the older value lands last",
-)
 async def test_a_stop_during_an_earlier_rows_backoff_keeps_the_later_row_of_its_key_back(
     tmp_path: Path,
 ) -> None:
@@ -107,11 +102,6 @@ async def test_a_stop_during_an_earlier_rows_backoff_keeps_the_later_row_of_its_
     assert api.names == {"w1": "NEW"}, api.sent  # today: OLD (sent OLD, NEW after the stop, OLD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--retry-failed must not resend a failed row whose key a later row of the input has"
-    " since applied (or must resend that later row after it): the older value lands last",
-)
 async def test_retry_failed_does_not_let_a_superseded_row_land_last(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,OLD\nw1,NEW\n")
     api = Api(refuse={"OLD": 500})
@@ -124,11 +114,6 @@ async def test_retry_failed_does_not_let_a_superseded_row_land_last(tmp_path: Pa
     assert api.names == {"w1": "NEW"}, api.sent  # today: OLD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when an earlier row of a repeated key changed, the later row of that key must be sent"
-    " after it, even though the ledger (or the archived one) answered that later row's request",
-)
 async def test_a_changed_earlier_row_of_a_repeated_key_is_followed_by_the_later_one(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,A\nw1,B\n")
     api = Api()
@@ -140,11 +125,6 @@ async def test_a_changed_earlier_row_of_a_repeated_key_is_followed_by_the_later_
     assert api.names == {"w1": "B"}, api.sent  # today: C (B was carried over from the old ledger)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row interrupted in flight may have been applied; the sync state must not then take"
-    " the key's older request as the last applied one (the input reverting to it is not sent)",
-)
 async def test_sync_state_does_not_trust_a_key_whose_later_request_was_in_flight(tmp_path: Path) -> None:
     state = str(tmp_path / "sync.db")
     applied: dict[str, str] = {}
@@ -188,11 +168,6 @@ async def test_sync_state_does_not_trust_a_key_whose_later_request_was_in_flight
 # --- sending what should not be sent ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a POST that may have reached the API (dropped answer) is not resent without"
-    " --retry-unsafe; --retry-failed (transient) resends it anyway and may create a duplicate",
-)
 async def test_retry_failed_does_not_resend_an_unsure_post_without_retry_unsafe(tmp_path: Path) -> None:
     source = write(tmp_path / "in.jsonl", '{"name": "new-thing"}\n')
     calls: list[str] = []
@@ -216,11 +191,6 @@ async def test_retry_failed_does_not_resend_an_unsure_post_without_retry_unsafe(
 # --- other files are not bulkpatch's to change ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--state naming an SQLite database of something else must be refused (exit 2), not"
-    " given bulkpatch's tables, switched to WAL and chmod 0600",
-)
 async def test_state_refuses_an_sqlite_database_that_is_not_a_state(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
     other = tmp_path / "app.sqlite"
@@ -239,11 +209,6 @@ async def test_state_refuses_an_sqlite_database_that_is_not_a_state(tmp_path: Pa
     assert tables == ["users"] and api.sent == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run refused because --state is in use must leave the ledger as it found it"
-    " (today it has already renamed it to a dated archive and started a new one)",
-)
 async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
     state = str(tmp_path / "sync.db")
@@ -269,11 +234,6 @@ async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_pat
 SECRET = "sk-live-" + "Q7wX9pL2" * 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an error message is cut to 300 characters before secrets are masked, so a token that"
-    " straddles the cut is written in part (here its first 35 characters) to the ledger",
-)
 async def test_no_part_of_a_secret_survives_the_cut_of_a_long_error_message(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
     message = "x" * 230 + " token Bearer " + SECRET + " has no access to this workload"
@@ -287,11 +247,6 @@ async def test_no_part_of_a_secret_survives_the_cut_of_a_long_error_message(tmp_
     assert SECRET[:12] not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a token echoed percent-encoded in a redirect's Location (?token=eyJ%2B...) is written"
-    " to the ledger as it is: only the literal value is masked",
-)
 async def test_a_token_echoed_percent_encoded_in_location_is_masked(tmp_path: Path) -> None:
     token = "eyJhbGci+Sk/Tq9w=="
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
@@ -308,12 +263,6 @@ async def test_a_token_echoed_percent_encoded_in_location_is_masked(tmp_path: Pa
 # --- report --failed-out ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report --failed-out copies rows by number from the input the ledger names, even when"
-    " that input changed since: it writes a row that succeeded, and once that fix file runs the"
-    " chain reports everything ok while the failed row was never fixed",
-)
 async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
     api = Api(refuse={"b": 422})
@@ -332,11 +281,6 @@ async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_
     assert api.names.get("w2") == "b" or tally.bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a --ledger that is another input's ledger (a typo) is renamed away and replaced, so"
-    " that input's next resume no longer finds its progress and sends every row again",
-)
 async def test_another_inputs_ledger_is_not_rotated_away(tmp_path: Path) -> None:
     first = write(tmp_path / "a.csv", "workload_id,name\nw1,a\nw2,b\n")
     other = write(tmp_path / "b.csv", "workload_id,name\nx1,a\n")
@@ -353,12 +297,6 @@ async def test_another_inputs_ledger_is_not_rotated_away(tmp_path: Path) -> None
 # --- library API --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a plain iterable that raises midway must end like an async one that does: the rows"
-    " it gave are sent and recorded, and the run reports broken input (InputError); today the"
-    " caller's exception escapes and the rows already read are never sent",
-)
 async def test_rows_from_an_iterable_that_breaks_off_are_still_sent(tmp_path: Path) -> None:
     def rows() -> Iterator[dict[str, str]]:
         for i in range(10):
@@ -375,11 +313,6 @@ async def test_rows_from_an_iterable_that_breaks_off_are_still_sent(tmp_path: Pa
 # --- smaller ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sync state lists a key as failing although its last row was answered 2xx (the"
-    " failure and the success fell in one commit, and the failure is written after the clearing)",
-)
 async def test_a_key_whose_last_row_succeeded_is_not_listed_failing(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,bad\nw1,good\n")
     state = str(tmp_path / "sync.db")

@@ -52,7 +52,8 @@ async def test_rows_from_a_list_with_a_transform_and_a_result_callback(tmp_path:
         {"name": "DB-1"},
     ]
     assert transport.requests[0].url == f"{BASE}/api/workload_management/v5/workloads/w0"
-    assert len(seen) == 21 and seen[-1].status is Status.INVALID and "mapping" in (seen[-1].error or "")
+    last = next(r for r in seen if r.row == 21)
+    assert len(seen) == 21 and last.status is Status.INVALID and "mapping" in (last.error or "")
     assert summary.tally.by_status[Status.OK] == 20 and summary.exit_code == 1
 
 
