@@ -4,27 +4,26 @@ Within one ledger the latest record of each row wins. Over several ledgers given
 first run, then the run of its fix file, ...) a later ledger's outcome replaces an earlier
 one's for the same key, and for the row it was fixed from: ``report --failed-out`` writes each
 row's number in ``_row``, so a row whose id was corrected (a 404) still replaces its original.
-Records are read by a tolerant parser of its own: a hand-edited or garbled line (a row number of
-10^12, an unknown status, ``"attempts": "x"``) is skipped like a torn line, and memory stays
-bounded by the number of records.
+Records are read by ``RowResult.from_json``, which skips a hand-edited or garbled line (an
+unknown status, ``"attempts": "x"``) like a torn one. A row number far beyond what the records
+read so far reach (10^12, say) counts, but in a dict, so memory stays bounded by the number of
+records.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeGuard
+from typing import Any
 
 from bulkpatch.columns import ANNOTATION_KEY
 from bulkpatch.errors import BulkPatchError, ConfigError
-from bulkpatch.ledger import RowResult, Status, iter_records
+from bulkpatch.ledger import RowResult, iter_records
 from bulkpatch.reader import InputFile
 
 LedgerPath = str | os.PathLike[str]
-_STATUS_BY_VALUE = {s.value: s for s in Status}
 # Row numbers grow with the records of a real ledger; one far beyond them goes to a dict instead
 # of stretching the dense table (``row`` 10^12 would otherwise ask for 4 TB).
 _DENSE_SLACK = 1 << 16
@@ -84,7 +83,7 @@ def fix_origins(ledger: LedgerPath) -> dict[int, int]:
                     return {}  # JSONL whose first record has no annotation: not a fix file
                 if isinstance(origin, str) and origin.isascii() and origin.isdigit():
                     origin = int(origin)
-                if _is_int(origin) and origin > 0:
+                if type(origin) is int and origin > 0:
                     origins[record.row] = origin
             return origins
     except BulkPatchError:
@@ -93,29 +92,7 @@ def fix_origins(ledger: LedgerPath) -> dict[int, int]:
 
 def parse_row(data: dict[str, Any]) -> RowResult | None:
     """A row record as a ``RowResult``, or None when any field is not what the writer writes."""
-    if data.get("type") != "row":
-        return None
-    row = data.get("row")
-    status = _STATUS_BY_VALUE.get(data.get("status"))  # type: ignore[arg-type]
-    line = data.get("line", 0)
-    key = data.get("key", "")
-    http_status = data.get("http_status")
-    attempts = data.get("attempts", 0)
-    error = data.get("error")
-    ms = data.get("ms")
-    if (
-        status is None
-        or not _is_int(row)
-        or row < 1
-        or not (line is None or (_is_int(line) and line >= 0))
-        or not isinstance(key, str)
-        or not (http_status is None or (_is_int(http_status) and 100 <= http_status <= 999))
-        or not (attempts is None or (_is_int(attempts) and attempts >= 0))
-        or not (error is None or isinstance(error, str))
-        or not (ms is None or (isinstance(ms, int | float) and not isinstance(ms, bool) and _finite(ms)))
-    ):
-        return None
-    return RowResult(row, line or 0, key, status, http_status, attempts or 0, error, ms)
+    return RowResult.from_json(data)
 
 
 def _latest_per_row(ledger: LedgerPath) -> Iterator[RowResult]:
@@ -158,14 +135,6 @@ def distinct(ledgers: Sequence[LedgerPath]) -> list[LedgerPath]:
             out.append(ledger)
     out.reverse()
     return out
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return type(value) is int
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
 
 
 def source_of(ledger: LedgerPath, input_path: str | None = None) -> tuple[str, str | None]:

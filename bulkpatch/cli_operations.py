@@ -262,6 +262,10 @@ async def read_back(options: RunOptions, on_progress: Callable[[int], None] | No
         await transport.close()
 
 
+def _gets(n: int) -> str:
+    return f"{n:,} GET{'' if n == 1 else 's'}"
+
+
 def _show(value: Any) -> str:
     from bulkpatch.compare import MISSING
 
@@ -272,7 +276,7 @@ def _show(value: Any) -> str:
 def _print_plan(result: PlanResult, options: RunOptions) -> None:
     echo = click.echo
     echo(
-        f"plan: {result.rows:,} rows of {options.input} against {options.base_url} ({result.requests:,} GETs)"
+        f"plan: {result.rows:,} rows of {options.input} against {options.base_url} ({_gets(result.requests)})"
     )
     echo(f"  ~ {result.to_change:,} to change")
     for name, count in result.fields.most_common(20):
@@ -319,7 +323,7 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     result: VerifyResult = _run(read_back(options, ticker))
     ticker.done()
     echo = click.echo
-    echo(f"verify: {result.rows:,} rows of {input} against {options.base_url} ({result.requests:,} GETs)")
+    echo(f"verify: {result.rows:,} rows of {input} against {options.base_url} ({_gets(result.requests)})")
     echo(f"  = {result.matching:,} match")
     echo(f"  ~ {result.drifted:,} differ")
     for row, key, d in result.examples:

@@ -161,7 +161,8 @@ if TYPE_CHECKING:
 @click.option(
     "--log-json",
     type=click.Path(dir_okay=False, writable=True),
-    help="Append one JSON line per retry, pause, concurrency change or token renewal.",
+    help="Append one JSON line per retry, concurrency or rate change, outage start and end, token"
+    " renewal and stop request.",
 )
 @click.option(
     "--log-format",

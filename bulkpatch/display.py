@@ -109,7 +109,10 @@ class Progress:
                     await self._sleep(LOG_INTERVAL)
                     self.log("progress")
             except asyncio.CancelledError:
-                if logged:
+                # A run shorter than the first poll still gets its start and end lines.
+                if logged or self._status().ready:
+                    if not logged:
+                        self.log("start")
                     self.log("end")
                 raise
         await self._count()
@@ -210,10 +213,12 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         table.add_row(status.value, f"{tally.by_status[status]:,}", f"{state[status]:,}")
     console.print(table)
     rate = sent_rows / result.elapsed if result.elapsed > 0 else 0.0
-    resent = max(0, result.requests - sent_rows)
+    resent = max(0, tally.attempts - sent_rows)
+    unrecorded = max(0, result.requests - tally.attempts)
     console.print(
-        f"requests sent: {result.requests:,} for {sent_rows:,} rows ({rate:,.0f} rows/s, {resent:,} resent);"
-        f" already done before this run: {result.already_done:,}"
+        f"requests sent: {result.requests:,} for {sent_rows:,} rows ({rate:,.0f} rows/s, {resent:,} resent"
+        + (f", {unrecorded:,} for rows left unrecorded" if unrecorded else "")
+        + f"); already done before this run: {result.already_done:,}"
     )
     for line in _input_notes(result):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -233,7 +238,7 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
         hints.append(f"resume with: {safe_command(command)}")
     elif result.limited:
         hints.append(f"stopped at --limit; go on with: {safe_command(without_limit(command))}")
-    if state[Status.FAILED]:
+    if result.transient_failed:
         retry = (
             command if any(w.startswith("--retry-failed") for w in command) else [*command, "--retry-failed"]
         )

@@ -41,9 +41,6 @@ class Answer(IntEnum):
     RATE_LIMITED = 2
     #: any other status: the server answered, so it counts against the share of overloads
     OTHER = 3
-    #: no status at all (connection refused or dropped, a timeout): no evidence of overload,
-    #: but K of them in a row say the server is unreachable
-    NO_ANSWER = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +75,6 @@ class FlowPolicy:
     probe_after: float = 30.0
     #: ... by this factor a second
     probe_step: float = 1.005
-    #: this many requests in a row without an answer (across rows) mean the server is unreachable
-    unreachable_after: int = 20
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -116,8 +111,6 @@ class FlowControl:
         self.limit = float(concurrency)
         #: a requests-per-second cap learned from a pattern of 429s, or None
         self.learned_rate: float | None = None
-        #: requests in a row, across rows, that got no answer at all
-        self.no_answers = 0
         self._on_change = on_change
         # Answers of the same kind within ``_GRAIN`` seconds share one entry [time, kind, count]:
         # at thousands of answers a second, one append per answer cost more than the request.
@@ -133,17 +126,8 @@ class FlowControl:
         self._last_rate_step = -math.inf
         self._last_429 = -math.inf
 
-    @property
-    def unreachable(self) -> bool:
-        """True after ``unreachable_after`` requests in a row got no answer."""
-        return self.no_answers >= self.policy.unreachable_after
-
     def answered(self, now: float, answer: Answer) -> bool:
         """Count one answer; True if the limit or the learned rate changed."""
-        if answer is Answer.NO_ANSWER:
-            self.no_answers += 1
-            return False
-        self.no_answers = 0
         self._add(now, answer)
         if answer is Answer.OK:
             refined = now - self._last_rate_cut < 1.0 and self._refine_rate(now)

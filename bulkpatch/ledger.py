@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import stat
 import time
@@ -84,32 +85,26 @@ class RowResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RowResult | None:
-        """The record in ``data``, or None when it is not a well-formed row record."""
-        row, line, status = data.get("row"), data.get("line", 0), STATUS_BY_VALUE.get(data.get("status"))  # type: ignore[arg-type]
+        """The row record in ``data``, or None when any field is not what ``to_json`` writes
+        (a hand-edited or garbled line is skipped like a torn one)."""
+        if data.get("type") != "row":
+            return None
+        row, line, key = data.get("row"), data.get("line", 0), data.get("key", "")
+        status = STATUS_BY_VALUE.get(data.get("status"))  # type: ignore[arg-type]
         http, attempts, error, ms = (data.get(k) for k in ("http_status", "attempts", "error", "ms"))
         if (
             status is None
             or type(row) is not int
             or row < 1
-            or type(line) is not int
-            or not (http is None or type(http) is int)
-            or not (attempts is None or type(attempts) is int)
+            or not (line is None or (type(line) is int and line >= 0))
+            or type(key) is not str
+            or not (http is None or (type(http) is int and 100 <= http <= 999))
+            or not (attempts is None or (type(attempts) is int and attempts >= 0))
             or not (error is None or type(error) is str)
-            or not (ms is None or type(ms) in (int, float))
+            or not (ms is None or (type(ms) in (int, float) and math.isfinite(ms) and ms >= 0))
         ):
             return None
-        key = data.get("key")
-        return cls(
-            row,
-            line,
-            key if type(key) is str else "",
-            status,
-            http,
-            attempts or 0,
-            error,
-            ms,
-            parse_fp(data.get("fp")),
-        )
+        return cls(row, line or 0, key, status, http, attempts or 0, error, ms, parse_fp(data.get("fp")))
 
 
 def is_transient(result: RowResult) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -64,10 +66,7 @@ class RunOptions:
     grace: float = 8.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.retry_failed, bool):  # the library's old spelling: True meant "resend failed rows"
-            object.__setattr__(
-                self, "retry_failed", RetryFailed.ALL if self.retry_failed else RetryFailed.NONE
-            )
+        self._coerce()
         if not self.dry_run and not self.base_url:
             raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
         if self.base_url:
@@ -137,8 +136,24 @@ class RunOptions:
             raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
         if self.full and not self.state:
             raise ConfigError("--full goes with --state FILE")
-        if self.input == "-" and not self.ledger and not self.dry_run:
-            raise ConfigError("reading stdin needs --ledger PATH to record and resume the run")
+        if not self.ledger and not self.dry_run and _is_stream(self.input):
+            raise ConfigError(
+                f"reading {self.input} (a pipe) needs --ledger PATH to record and resume the run"
+            )
+
+    def _coerce(self) -> None:
+        """Accept the library's plain spellings: ``retry_failed=True`` or ``"transient"``,
+        ``schema="any"``, ``shard="2/4"``, as the command line does."""
+        retry = self.retry_failed
+        if isinstance(retry, bool):
+            retry = RetryFailed.ALL if retry else RetryFailed.NONE
+        try:
+            object.__setattr__(self, "retry_failed", RetryFailed(retry))
+            object.__setattr__(self, "schema", Schema(self.schema))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if isinstance(self.shard, str):
+            object.__setattr__(self, "shard", parse_shard(self.shard, dict(os.environ)))
 
     @property
     def ledger_path(self) -> str:
@@ -226,6 +241,16 @@ def parse_header(text: str) -> tuple[str, str]:
     if "\r" in value or "\n" in value:
         raise ConfigError(f"-H {name}: the value must be one line")
     return name, value.strip()
+
+
+def _is_stream(name: str) -> bool:
+    """True for stdin, a pipe, a FIFO or ``/dev/fd/N``: read once, nowhere to put a ledger beside."""
+    if name == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:
+        return False  # a missing file: reading it says so
 
 
 def _is_text(value: str) -> bool:

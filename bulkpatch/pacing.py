@@ -78,12 +78,6 @@ class Pacer:
         """Seconds left of a pause for everyone, or 0."""
         return max(0.0, self._pause_until - self._clock())
 
-    @property
-    def unreachable(self) -> bool:
-        """True after the policy's ``unreachable_after`` requests in a row got no answer at all
-        (only counted when the sender passes ``release(transport_error=True)``)."""
-        return self.flow.unreachable
-
     def try_acquire(self) -> bool:
         """Count a request as in flight if it may go right now, without waiting; else False."""
         if self._meter.interval or self._pause_until > self._clock():
@@ -113,11 +107,10 @@ class Pacer:
         ok: bool = False,
         overloaded: bool = False,
         rate_limited: bool = False,
-        transport_error: bool = False,
     ) -> None:
         """Count a request as finished: ``ok`` for a 2xx, ``overloaded`` for a 503 or 429,
-        ``rate_limited`` (as well) for a 429, ``transport_error`` for no answer at all; none of
-        them for any other status."""
+        ``rate_limited`` (as well) for a 429; none of them for any other answer (or none at all:
+        an API that cannot be reached is the outage gate's business, ``outage.py``)."""
         self._slots.release()
         if not self._adaptive:
             return
@@ -127,8 +120,6 @@ class Pacer:
             answer = Answer.RATE_LIMITED
         elif overloaded:
             answer = Answer.OVERLOADED
-        elif transport_error:
-            answer = Answer.NO_ANSWER
         else:
             answer = Answer.OTHER
         if self.flow.answered(self._clock(), answer):

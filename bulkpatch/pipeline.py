@@ -46,6 +46,7 @@ from bulkpatch.wiring import (
     Source,
     Transform,
     auth_for,
+    base_headers,
     ensure_open_files,
     loggable,
     open_input,
@@ -210,7 +211,10 @@ class Run:
             )
             if state is not None:
                 counts = {s.value: n for s, n in self.tally.by_status.items()}
-                state.close(outcome, {**counts, "rows": intake.rows_read, "requests": sender.requests})
+                sent = self.tally.by_status[Status.OK] + self.tally.by_status[Status.FAILED]
+                state.close(
+                    outcome, {**counts, "rows": intake.rows_read, "sent": sent, "requests": sender.requests}
+                )
         finally:
             source.close()
             if state is not None:
@@ -234,6 +238,7 @@ class Run:
             repeated_keys=intake.repeated_keys,
             archived_ledger=ledger.archived,
             state_path=options.state_path,
+            transient_failed=ledger.index.transient_failures(),
             other_shards=intake.other_shards,
             shard=options.shard,
             rate=options.shard_rate,
@@ -290,6 +295,8 @@ class Run:
             outage=self.outage,
             redact=redact,
             retry_unsafe=options.retry_unsafe,
+            # A transport of the caller's (a MockTransport, say) has none of the run's headers.
+            headers=base_headers(options) if self._transport is not None else None,
         )
         return self.sender
 

@@ -91,6 +91,8 @@ class RunResult:
     shard: tuple[int, int] | None = None
     #: this process's ``--rate`` (a shard's share of the job's rate), or None
     rate: float | None = None
+    #: rows of the whole ledger whose failure may pass another time (``--retry-failed`` resends them)
+    transient_failed: int = 0
 
     @property
     def exit_code(self) -> int:

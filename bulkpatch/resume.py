@@ -120,6 +120,10 @@ class LedgerIndex:
         table = bytes(1 if code in done else 0 for code in range(256))
         return bytes(self.codes.translate(table))
 
+    def transient_failures(self) -> int:
+        """Rows whose latest outcome is a failure that may pass another time."""
+        return self.codes.count(_TRANSIENT)
+
     def counts(self) -> dict[Status, int]:
         counts = {status: self.codes.count(code) for status, code in _CODE.items()}
         counts[Status.FAILED] += self.codes.count(_TRANSIENT)

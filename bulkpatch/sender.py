@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -73,6 +73,7 @@ class Sender:
         redact: Redactor | None = None,
         retry_unsafe: bool = False,
         stop: StopToken | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._transport = transport
         self._stop = stop or StopToken(sleep)
@@ -88,6 +89,8 @@ class Sender:
         self._wait = wait_retry_after_or_jitter(self.policy)
         #: rows between a failed attempt and their final answer right now
         self.retrying = 0
+        #: headers sent with every request (for a transport that does not add them itself)
+        self._headers = dict(headers or {})
         self._static_headers: dict[str, str] | None = None
         self._static_ready = False
         self._outage = outage or OutageGate(threshold=1 << 30, sleep=sleep, clock=clock)
@@ -167,12 +170,14 @@ class Sender:
         auth = self._auth
         if auth.renewable:
             header = await auth.header()
-            headers = {"Authorization": header} if header else None
+            headers = {**self._headers, "Authorization": header} if header else self._headers or None
         else:
             # A fixed header: built once, and no await per request.
             if not self._static_ready:
                 header = await auth.header()
-                self._static_headers = {"Authorization": header} if header else None
+                self._static_headers = (
+                    {**self._headers, "Authorization": header} if header else self._headers or None
+                )
                 self._static_ready = True
             headers = self._static_headers
         pacer = self._pacer
@@ -226,6 +231,8 @@ class Sender:
                 else ""
             )
             answer = describe_error(response, self._redact)
+            if isinstance(auth, NoAuth):
+                why += "; no credentials are set (BULKPATCH_TOKEN, or BULKPATCH_CLIENT_ID and _SECRET)"
             raise CredentialsRejected(f"credentials rejected: {self._method} {url} answered {answer}{why}")
         retry_after = parse_retry_after(response.retry_after)
         if retry_after is not None:

@@ -78,7 +78,7 @@ def test_summary_says_how_to_resume_and_what_to_fix(tmp_path: Path) -> None:
     tally = Tally()
     tally.add(RowResult(1, 2, "a", Status.FAILED, 404, 1, "HTTP 404: NotFound", 3.0))
     state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
-    result = RunResult(tally, state, 0, 2.0, True, "in.jsonl.ledger.jsonl", input="in.jsonl")
+    result = RunResult(tally, state, 0, 2.0, True, "in.jsonl.ledger.jsonl", input="in.jsonl", transient_failed=1)
     out = io.StringIO()
     print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "in.jsonl"])
     text = out.getvalue()
@@ -218,7 +218,7 @@ def test_hints_never_print_header_values_or_url_passwords(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
-    result = RunResult(Tally(), state, 0, 2.0, True, "a.csv.ledger.jsonl", input="a.csv")
+    result = RunResult(Tally(), state, 0, 2.0, True, "a.csv.ledger.jsonl", input="a.csv", transient_failed=1)
     command = ["bulkpatch", "run", "a.csv", "-H", "X-Api-Key: SECRET1", "--header=X-Other: SECRET2"]
     command += [
         "-qHX-Third: SECRET3",

@@ -9,7 +9,6 @@ import pytest
 from fakes import FakeClock
 from virtual_time import VirtualClock
 
-from bulkpatch.flow_policy import FlowPolicy
 from bulkpatch.meters import ConcurrencyLimit, RateLimiter
 from bulkpatch.pacing import Pacer
 
@@ -160,14 +159,6 @@ async def test_learned_rate_never_exceeds_the_users_rate() -> None:
         await pacer.acquire()
         pacer.release(rate_limited=True, overloaded=True)
     assert pacer.rate is not None and pacer.rate <= 50
-
-
-async def test_transport_errors_count_towards_unreachable() -> None:
-    pacer = Pacer(4, policy=FlowPolicy(unreachable_after=3))
-    for _ in range(3):
-        await pacer.acquire()
-        pacer.release(transport_error=True)
-    assert pacer.unreachable and pacer.limit == 4
 
 
 def test_bad_arguments() -> None:
