@@ -54,8 +54,17 @@ def run(source: Path, base: str, ledger: Path, state: Path | None) -> tuple[dict
     if state is not None:
         command += ["--state", str(state)]
     _, _, rss = measure(command)
-    end = [r for r in map(orjson.loads, ledger.read_bytes().splitlines()) if r.get("event") == "end"][-1]
-    return end, rss
+    return _end_record(ledger), rss
+
+
+def _end_record(ledger: Path) -> dict[str, object]:
+    """The run's end record, from the ledger's tail. (Reading the whole ledger would grow this
+    process, and the next run, forked from it, would inherit the high-water mark: ru_maxrss
+    survives exec.)"""
+    with open(ledger, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - (1 << 16)))
+        tail = f.read().splitlines()[1:]
+    return [r for r in map(orjson.loads, tail) if r.get("event") == "end"][-1]  # type: ignore[no-any-return]
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ records.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from array import array
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from bulkpatch.columns import ANNOTATION_KEY
 from bulkpatch.errors import BulkPatchError, ConfigError
 from bulkpatch.ledger import RowResult, iter_records
 from bulkpatch.reader import InputFile
+from bulkpatch.resume import file_sha256
 
 LedgerPath = str | os.PathLike[str]
 # Row numbers grow with the records of a real ledger; one far beyond them goes to a dict instead
@@ -157,14 +157,7 @@ def _check_unchanged(ledger: LedgerPath, name: str, named: object) -> None:
     recorded = named.get("sha256") if isinstance(named, dict) else None
     if not isinstance(recorded, str):
         return  # a pipe, or a ledger of an older bulkpatch: nothing to compare with
-    digest = hashlib.sha256()
-    try:
-        with open(name, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except OSError as exc:
-        raise ConfigError(f"cannot read input {name!r}: {exc.strerror}") from None
-    if digest.hexdigest() != recorded:
+    if file_sha256(name) != recorded:
         raise ConfigError(
             f"{name} changed since ledger {str(ledger)!r} was written: its rows are not the ones the"
             " ledger numbers; pass --input with the file as it was (the run keeps no copy)"

@@ -22,6 +22,7 @@ import os
 import stat
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -187,6 +188,11 @@ def input_identity(name: str) -> dict[str, Any]:
         raise ConfigError(f"cannot open input {name!r}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         return {"path": name}
+    return {"path": str(Path(name).resolve()), "size": info.st_size, "sha256": file_sha256(name)}
+
+
+def file_sha256(name: str) -> str:
+    """The SHA-256 of a file's content (hex); ``ConfigError`` when it cannot be read."""
     digest = hashlib.sha256()
     try:
         with open(name, "rb") as f:
@@ -194,7 +200,7 @@ def input_identity(name: str) -> dict[str, Any]:
                 digest.update(chunk)
     except OSError as exc:
         raise ConfigError(f"cannot open input {name!r}: {exc.strerror}") from None
-    return {"path": str(Path(name).resolve()), "size": info.st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def open_ledger(path: str, binding: dict[str, Any], *, input_name: str | None = None) -> OpenLedger:
@@ -248,15 +254,21 @@ def open_ledger(path: str, binding: dict[str, Any], *, input_name: str | None = 
 
 
 def _open_locked(path: str) -> int:
+    return open_locked(path, os.O_WRONLY | os.O_APPEND, "ledger", lambda: _holder(path))
+
+
+def open_locked(path: str, flags: int, what: str, holder: Callable[[], str]) -> int:
+    """Open (creating it 0600) and lock ``path`` for this run alone: an OS lock, released when the
+    process ends, ``kill -9`` included. Locked already: one ``ConfigError`` naming ``holder()``."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, flags | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise ConfigError(f"cannot open ledger {path!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot open {what} {path!r}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ConfigError(f"ledger {path} is in use by {_holder(path)}; wait for it to end") from None
+        raise ConfigError(f"{what} {path} is in use by {holder()}; wait for it to end") from None
     except OSError:
         pass  # a file system without locks (some network mounts): go on unguarded
     return fd

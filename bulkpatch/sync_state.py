@@ -17,7 +17,6 @@ knows those rows, and the next run copies what the ledger vouches for into the s
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult, Status
+from bulkpatch.resume import open_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS applied (
@@ -216,19 +216,8 @@ class SyncState:
 
 
 def _lock(path: str) -> int:
-    """One run at a time per state file: an OS lock on it, gone with the process."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open --state {path!r}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(f"--state {path} is in use by another bulkpatch run; wait for it to end") from None
-    except OSError:
-        pass
-    return fd
+    """One run at a time per state file."""
+    return open_locked(path, os.O_RDWR, "--state", lambda: "another bulkpatch run")
 
 
 def describe(path: str, *, failing_shown: int = 20) -> dict[str, Any]:
