@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import os
 import socket
 import subprocess
@@ -21,7 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 CLIENT = """
 import sys
@@ -33,28 +31,11 @@ _Group(commands={"export": export}).main(["export", *sys.argv[1:]], prog_name="b
 
 def serve(workloads: int, port: int) -> None:
     from bulkpatch.mock import MockConfig, MockServer
-    from bulkpatch.mock.store import WorkloadStore, encode_cursor, sample_workloads
-
-    class IndexedStore(WorkloadStore):
-        """The mock's store with its ids kept sorted once: a page costs a bisect, not a sort."""
-
-        def __init__(self, items: Any) -> None:
-            super().__init__(items)
-            self._keys = sorted(self._items)
-
-        def page(
-            self, *, ids: set[str] | None, limit: int, after: str | None, before: str | None
-        ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-            if ids is not None or before is not None:
-                return super().page(ids=ids, limit=limit, after=after, before=before)
-            start = 0 if after is None else bisect.bisect_right(self._keys, after)
-            chosen = self._keys[start : start + limit]
-            cursors = {"after": encode_cursor(chosen[-1])} if start + limit < len(self._keys) else {}
-            return [self._items[k] for k in chosen], cursors
+    from bulkpatch.mock.store import WorkloadStore, sample_workloads
 
     async def main() -> None:
         server = MockServer(MockConfig(require_auth=False, workloads=0), port=port)
-        server.api.store = IndexedStore(sample_workloads(workloads))
+        server.api.store = WorkloadStore(sample_workloads(workloads))  # pages by a sorted index
         await server.serve_until_stopped(ready=lambda: print("ready", flush=True))
 
     asyncio.run(main())

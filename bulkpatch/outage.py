@@ -1,4 +1,4 @@
-"""Telling "this row failed" from "the API is gone": a gate that every attempt passes.
+"""Telling "this row failed" from "every row will fail": the outage gate, and the first-rows guard.
 
 When ``threshold`` attempts in a row, across rows, cannot even connect, the API is taken for
 unreachable: from then on one attempt at a time probes it, with growing waits between probes,
@@ -6,6 +6,9 @@ while the others wait behind it without spending their attempts. The first answe
 opens the gate again. When the outage lasts longer than ``max_outage`` seconds the run stops
 with ``ApiUnreachable``; the rows that were waiting are left unrecorded, so the same command
 sends them once the API is back.
+
+``FirstRowsGuard`` watches the first rows sent: when all of them fail with one HTTP status, the
+URL is most likely wrong (a 404 for every workload), and the run stops before it spends the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from bulkpatch.errors import ApiUnreachable
+from bulkpatch.errors import ApiUnreachable, WrongTarget
+from bulkpatch.ledger import RowResult, Status
 
 #: seconds between probes: doubling from the first, up to the last
 _PROBE_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0)
@@ -102,3 +106,34 @@ class OutageGate:
     def _emit(self, event: str, fields: dict[str, object]) -> None:
         if self._on_change is not None:
             self._on_change(event, fields)
+
+
+#: the first rows sent: when all of them fail with one status, the target is probably wrong
+WRONG_TARGET_ROWS = 50
+
+
+class FirstRowsGuard:
+    """``see(result)`` for each row sent, while ``watching``; returns ``WrongTarget`` to stop on."""
+
+    def __init__(self, rows: int = WRONG_TARGET_ROWS) -> None:
+        self.rows = rows
+        #: False once a row succeeded or failed differently: the target is fine
+        self.watching = True
+        self._count = 0
+        self._status: int | None = None
+        self._error = ""
+
+    def see(self, result: RowResult) -> WrongTarget | None:
+        status = result.http_status
+        if result.status is not Status.FAILED or status is None or (self._count and status != self._status):
+            self.watching = False
+            return None
+        self._count += 1
+        self._status, self._error = status, self._error or result.error or ""
+        if self._count < self.rows:
+            return None
+        self.watching = False
+        return WrongTarget(
+            f"the first {self._count} rows sent all failed with HTTP {status} ({self._error});"
+            " check --base-url and --path"
+        )

@@ -23,13 +23,13 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from bulkpatch.errors import BulkPatchError, WrongTarget
+from bulkpatch.errors import BulkPatchError
 from bulkpatch.intake import Intake
 from bulkpatch.key_order import KeyOrder
 from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Request
 from bulkpatch.options import RunOptions
-from bulkpatch.outage import OutageGate
+from bulkpatch.outage import FirstRowsGuard, OutageGate
 from bulkpatch.pacing import Pacer
 from bulkpatch.reader import RowsInput
 from bulkpatch.recorder import Recorder
@@ -56,8 +56,6 @@ from bulkpatch.wiring import (
 
 #: callback for attempt-level events: (event name, fields); fields never hold secrets
 EventSink = Callable[[str, dict[str, Any]], None]
-#: the first rows sent: when all of them fail with one status, the target is probably wrong
-WRONG_TARGET_ROWS = 50
 
 
 class Run:
@@ -103,8 +101,7 @@ class Run:
         self.started = time.monotonic()
         self._order = KeyOrder()
         self._auth: Any = None
-        #: (count, status, error) of the first rows sent while all of them failed alike
-        self._first_failures: tuple[int, int | None, str] | None = (0, None, "")
+        self._guard = FirstRowsGuard()
 
     def stop(self) -> None:
         """Stop taking rows; in-flight ones finish within the grace period."""
@@ -362,6 +359,7 @@ class Run:
         send = sender.send
         record = recorder.record
         order = self._order
+        guard = self._guard
         for request in work:
             if request is None:
                 await more()  # the intake passed over many rows, or waits for rows given in code
@@ -385,30 +383,8 @@ class Run:
             if result is None:
                 return  # the run stopped before this row had an answer: it stays unrecorded
             record(result)
-            if self._first_failures is not None:
-                self._watch_first(result)
-
-    def _watch_first(self, result: RowResult) -> None:
-        """Stop when the first rows sent all failed with one HTTP status: a wrong URL, most likely."""
-        assert self._first_failures is not None
-        count, status, error = self._first_failures
-        if (
-            result.status is not Status.FAILED
-            or result.http_status is None
-            or (count and status != result.http_status)
-        ):
-            self._first_failures = None
-            return
-        count += 1
-        self._first_failures = (count, result.http_status, error or result.error or "")
-        if count >= WRONG_TARGET_ROWS:
-            self._first_failures = None
-            self._fail(
-                WrongTarget(
-                    f"the first {count} rows sent all failed with HTTP {status} ({error}); "
-                    "check --base-url and --path"
-                )
-            )
+            if guard.watching and (wrong := guard.see(result)) is not None:
+                self._fail(wrong)
 
     def _say(self, line: str) -> None:
         if self._notice is not None:
