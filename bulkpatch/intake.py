@@ -33,6 +33,9 @@ from bulkpatch.sync_state import SyncState
 #: records read (and looked up in the sync state) at a time: a loop over a list costs less than a
 #: generator step per row, and one query per batch less than one per row
 BATCH = 64
+#: the same with a sync state: each batch costs two SQLite commits (answers, then the next keys
+#: as pending), so larger batches keep the state's cost small
+STATE_BATCH = 256
 #: rows passed over without yielding before the intake yields ``None`` to let the loop breathe
 _BREATHE = 512
 _OK_CODE = 1
@@ -189,6 +192,7 @@ class Intake:
         prefix = self._prefix
         shard, shards = self._shard or (0, 1)
         batch: list[tuple[int, Request | Rejected, int]] = []
+        size = BATCH if self._state is None else STATE_BATCH
         try:
             for record in self._records:
                 if record is None:  # rows given in code, not here yet
@@ -207,7 +211,7 @@ class Intake:
                     assert isinstance(mapped, Rejected)
                     fp = rejection_fingerprint(mapped.status, mapped.key, mapped.reason)
                 batch.append((record.row, mapped, fp))
-                if len(batch) >= BATCH:
+                if len(batch) >= size:
                     yield batch
                     batch = []
         except InputError as exc:
