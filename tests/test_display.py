@@ -78,7 +78,9 @@ def test_summary_says_how_to_resume_and_what_to_fix(tmp_path: Path) -> None:
     tally = Tally()
     tally.add(RowResult(1, 2, "a", Status.FAILED, 404, 1, "HTTP 404: NotFound", 3.0))
     state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
-    result = RunResult(tally, state, 0, 2.0, True, "in.jsonl.ledger.jsonl", input="in.jsonl", transient_failed=1)
+    result = RunResult(
+        tally, state, 0, 2.0, True, "in.jsonl.ledger.jsonl", input="in.jsonl", transient_failed=1
+    )
     out = io.StringIO()
     print_summary(Console(file=out, width=200), result, command=["bulkpatch", "run", "in.jsonl"])
     text = out.getvalue()
