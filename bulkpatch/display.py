@@ -257,9 +257,7 @@ def _input_notes(result: RunResult) -> list[str]:
     if result.changed:
         notes.append(f"rows changed since they were last recorded (ledger or sync state): {result.changed:,}")
     if result.repeated_keys:
-        notes.append(
-            f"keys on more than one row: {result.repeated_keys:,} (their rows were sent in input order)"
-        )
+        notes.append(f"keys sent by more than one row: {result.repeated_keys:,} (in input order)")
     if result.shard is not None:
         k, n = result.shard
         share = f"; --rate is the job's, this shard takes {result.rate:,.1f}/s" if result.rate else ""

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 
 from bulkpatch.errors import InputError
-from bulkpatch.key_order import SENT, SeenKeys
+from bulkpatch.key_order import SentKeys
 from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Mapper, Rejected, Request
 from bulkpatch.reader import Record
@@ -72,7 +72,7 @@ class Intake:
         self._shard = shard
         self._carried = carried
         self._unchanged = unchanged
-        self._seen = SeenKeys()
+        self._sent = SentKeys()
         #: rows left to the other shards
         self.other_shards = 0
         #: rows read from the input (sent, recorded or passed over)
@@ -86,8 +86,8 @@ class Intake:
 
     @property
     def repeated_keys(self) -> int:
-        """Keys that appeared on more than one row read so far."""
-        return self._seen.repeated
+        """Keys that more than one row sent by this run was for."""
+        return self._sent.repeated
 
     def requests(self) -> Iterator[Request | None]:
         """The requests to send, in input order; ``None`` now and then (see the module docstring)."""
@@ -102,7 +102,7 @@ class Intake:
         if state is not None and state.full:
             # A reset: every row is sent, whatever the ledgers and the state say.
             known = carried_known = 0
-        seen = self._seen
+        sent = self._sent
         unchanged = self._unchanged
         quiet = 0
         for batch in self._batches():
@@ -118,8 +118,7 @@ class Intake:
                 sendable = type(mapped) is Request
                 # A row of a key that an earlier row of this run was sent for must go out too:
                 # whatever the ledger or the state knew of it, the earlier value is live now.
-                flags = seen.visit(key) if sendable and key else 0
-                settled = not flags & SENT
+                settled = not (sendable and key and key in sent)
                 if row < known and codes[row]:
                     if fps[row] == fp:
                         if done[row] and settled:
@@ -150,7 +149,7 @@ class Intake:
                     continue
                 if sendable and state is not None:
                     last = applied.get(key)
-                    if last == fp and not flags and key not in failing:
+                    if last == fp and settled and key not in failing:
                         self.rows_read += 1
                         record(RowResult(row, mapped.line, key, Status.UNCHANGED, fp=fp))
                         quiet += 1
@@ -165,7 +164,7 @@ class Intake:
                 self.rows_read += 1
                 if sendable:
                     if key:
-                        seen.sent()
+                        sent.add(key)
                     to_send.append(mapped)  # type: ignore[arg-type]
                 else:
                     assert isinstance(mapped, Rejected)

@@ -3,8 +3,9 @@
 Workers take rows in input order, but a row that is retried could otherwise land after a later
 row of the same key, so the older value would win. A row therefore waits while an earlier row of
 its key is still in flight. The wait costs nothing for distinct keys (one dict entry per row in
-flight). ``SeenKeys`` counts keys that appear more than once in the whole input, in 16 bytes a
-key or less.
+flight). ``SentKeys`` remembers, in 16 bytes a key or less, the keys this run sent: a row whose
+key an earlier row of this run was sent for must be sent too, whatever the ledger or the state say
+of it, or the earlier row's value would be the one that stays.
 """
 
 from __future__ import annotations
@@ -58,60 +59,48 @@ class KeyOrder:
         turn.finish()
 
 
-#: what ``SeenKeys.visit`` says of a key: seen on an earlier row, sent by an earlier row
-SEEN, SENT = 1, 2
-# The two low bits of a slot: the key came more than once (counted), an earlier row was sent.
-_TWICE, _SENT_BIT, _FLAGS = 1, 2, 3
+class SentKeys:
+    """The keys this run has sent a row for: an exact-enough set of 64-bit key hashes.
 
-
-class SeenKeys:
-    """An exact-enough set of 64-bit key hashes: which keys came before, and which were sent.
-
-    Open addressing in one array: Python's ``set`` would cost ~60 bytes a key, this costs 16.
+    Open addressing in one array: Python's ``set`` would cost ~60 bytes a key, this costs 16 at
+    most. Only sent keys are kept, so a nightly run that sends 1% of its rows keeps 1% of its keys.
+    The low bit of a slot marks a key sent by more than one row.
     """
 
     def __init__(self) -> None:
         self._slots = array("q", bytes(8 * 1024))
         self._used = 0
-        self._last = -1
-        #: keys that appeared more than once
+        #: keys sent by more than one row
         self.repeated = 0
 
-    def visit(self, key: str) -> int:
-        """Note a row of ``key``; 0 for a new key, else ``SEEN``, with ``SENT`` if a row was sent."""
-        h = (hash(key) & ~_FLAGS) or 4
+    def __contains__(self, key: str) -> bool:
+        h = (hash(key) & ~1) or 2
         slots = self._slots
         mask = len(slots) - 1
         i = h & mask
-        while True:
-            value = slots[i]
-            if value == 0:
-                slots[i] = h
-                self._used += 1
-                if self._used * 4 > 3 * len(slots):
-                    self._grow()
-                    i = self._find(h)
-                self._last = i
-                return 0
-            if value & ~_FLAGS == h:
-                if not value & _TWICE:
-                    slots[i] = value | _TWICE
+        while value := slots[i]:
+            if value & ~1 == h:
+                return True
+            i = (i + 1) & mask
+        return False
+
+    def add(self, key: str) -> None:
+        """Note that a row of ``key`` is being sent."""
+        h = (hash(key) & ~1) or 2
+        slots = self._slots
+        mask = len(slots) - 1
+        i = h & mask
+        while value := slots[i]:
+            if value & ~1 == h:
+                if not value & 1:
+                    slots[i] = value | 1
                     self.repeated += 1
-                self._last = i
-                return SEEN | (SENT if value & _SENT_BIT else 0)
+                return
             i = (i + 1) & mask
-
-    def sent(self) -> None:
-        """Mark the key of the last ``visit`` as sent by this run."""
-        self._slots[self._last] |= _SENT_BIT
-
-    def _find(self, h: int) -> int:
-        slots = self._slots
-        mask = len(slots) - 1
-        i = h & mask
-        while slots[i] & ~_FLAGS != h:
-            i = (i + 1) & mask
-        return i
+        slots[i] = h
+        self._used += 1
+        if self._used * 4 > 3 * len(slots):
+            self._grow()
 
     def _grow(self) -> None:
         old = self._slots
@@ -119,7 +108,7 @@ class SeenKeys:
         mask = len(slots) - 1
         for value in old:
             if value:
-                i = (value & ~_FLAGS) & mask
+                i = (value & ~1) & mask
                 while slots[i]:
                     i = (i + 1) & mask
                 slots[i] = value

@@ -80,7 +80,7 @@ class RunResult:
     requests: int = 0
     #: rows whose request differs from the one the ledger or the sync state last recorded for them
     changed: int = 0
-    #: keys that appeared on more than one row of the input read by this run
+    #: keys that more than one row sent by this run was for
     repeated_keys: int = 0
     #: where the ledger of an earlier run was kept because the input had changed since
     archived_ledger: str | None = None

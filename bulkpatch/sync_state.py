@@ -130,16 +130,16 @@ class SyncState:
         return applied, failing
 
     def intend(self, keys: list[str]) -> None:
-        """Commit ``keys`` as pending before their requests go out (see the module docstring)."""
-        self.commit()  # earlier answers first: a buffered "clear" must not erase these
+        """Commit ``keys`` as pending before their requests go out (see the module docstring),
+        with the answers noted since the last commit: one transaction, and the answers first, so
+        that a buffered "clear" never erases a new pending mark."""
         now = time.time()
-        db = self._db
-        db.execute("BEGIN")
-        db.executemany(
-            "INSERT OR REPLACE INTO failing VALUES (?, ?, 'pending', NULL, ?, ?, ?, NULL, ?)",
-            [(self.target, key, _PENDING, now, self.run_id, self.input_name) for key in keys],
+        self._write(
+            [
+                (self.target, key, "pending", None, _PENDING, now, self.run_id, None, self.input_name)
+                for key in keys
+            ]
         )
-        db.execute("COMMIT")
 
     def record(self, result: RowResult) -> None:
         """Note a row's outcome; it reaches the database with the next commit."""
@@ -160,8 +160,12 @@ class SyncState:
             self.commit()
 
     def commit(self) -> None:
+        """Write the answers noted since the last commit."""
+        self._write([])
+
+    def _write(self, pending: list[tuple[Any, ...]]) -> None:
         self._last_commit = self._clock()
-        if not (self._applied or self._failing or self._cleared):
+        if not (self._applied or self._failing or self._cleared or pending):
             return
         db = self._db
         db.execute("BEGIN")
@@ -171,10 +175,9 @@ class SyncState:
             db.executemany(
                 "DELETE FROM failing WHERE target = ? AND key = ?", [(self.target, k) for k in self._cleared]
             )
-        if self._failing:
-            db.executemany(
-                "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._failing.values()
-            )
+        failing = [*self._failing.values(), *pending]
+        if failing:
+            db.executemany("INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", failing)
         db.execute("COMMIT")
         self._applied.clear()
         self._cleared.clear()
