@@ -74,33 +74,32 @@ class SentKeys:
         self.repeated = 0
 
     def __contains__(self, key: str) -> bool:
-        h = (hash(key) & ~1) or 2
-        slots = self._slots
-        mask = len(slots) - 1
-        i = h & mask
-        while value := slots[i]:
-            if value & ~1 == h:
-                return True
-            i = (i + 1) & mask
-        return False
+        return self._slots[self._find(key)[1]] != 0
 
     def add(self, key: str) -> None:
         """Note that a row of ``key`` is being sent."""
-        h = (hash(key) & ~1) or 2
+        h, i = self._find(key)
         slots = self._slots
-        mask = len(slots) - 1
-        i = h & mask
-        while value := slots[i]:
-            if value & ~1 == h:
-                if not value & 1:
-                    slots[i] = value | 1
-                    self.repeated += 1
-                return
-            i = (i + 1) & mask
+        value = slots[i]
+        if value:
+            if not value & 1:
+                slots[i] = value | 1
+                self.repeated += 1
+            return
         slots[i] = h
         self._used += 1
         if self._used * 4 > 3 * len(slots):
             self._grow()
+
+    def _find(self, key: str) -> tuple[int, int]:
+        """The key's hash, and its slot: where it is, or the empty one where it would go."""
+        h = (hash(key) & ~1) or 2
+        slots = self._slots
+        mask = len(slots) - 1
+        i = h & mask
+        while (value := slots[i]) and value & ~1 != h:
+            i = (i + 1) & mask
+        return h, i
 
     def _grow(self) -> None:
         old = self._slots

@@ -56,3 +56,17 @@ async def test_stopping_during_a_retry_after_pause_leaves_the_row_unrecorded(tmp
     assert result.interrupted and result.exit_code == 130
     assert result.requests == 1  # it was sent, even though the row has no outcome
     assert [r for r in iter_records(f"{source}.ledger.jsonl") if r["type"] == "row"] == []
+
+
+def test_the_sent_key_set_is_exact_through_growth() -> None:
+    from bulkpatch.key_order import SentKeys
+
+    sent = SentKeys()
+    keys = [f"w-{i}" for i in range(5000)]  # grows from 1,024 slots several times
+    for key in keys:
+        sent.add(key)
+    sent.add("w-7")
+    sent.add("w-7")
+    sent.add("w-4999")
+    assert all(key in sent for key in keys) and "w-5000" not in sent and "" not in sent
+    assert sent.repeated == 2
