@@ -7,9 +7,10 @@ equals the last one applied to its key is not sent (``unchanged``); a key that f
 always sent again, with the input's current values, so a failure heals on the next night.
 
 It never claims a request applied that was not answered 2xx. Before a batch of requests goes
-out, their keys are committed as ``pending`` (in ``failing``): a key whose answer never arrives
-(``kill -9``, a stop) is sent again next time, even if its next request equals the last one
-applied, since the lost one may have landed. Answers are committed in batches (every
+out, its keys are committed as one ``pending`` row; the row goes once every key of it has its
+answer written. A run that finds pending rows (the last one was killed or stopped mid-batch)
+marks their keys failing with status ``pending``: each is sent again, even if its next request
+equals the last one applied, since the lost request may have landed. Answers are committed in batches (every
 ``commit_every`` seconds), so after ``kill -9`` the state can only be *behind*; the ledger still
 knows those rows, and the next run copies what the ledger vouches for into the state.
 """
@@ -22,6 +23,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import RowResult, Status
@@ -42,6 +45,10 @@ CREATE TABLE IF NOT EXISTS failing (
     failed_at REAL NOT NULL, run_id INTEGER NOT NULL, row INTEGER, input TEXT,
     PRIMARY KEY (target, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, target TEXT NOT NULL, run_id INTEGER NOT NULL,
+    keys TEXT NOT NULL           -- a JSON array: keys of a batch sent, not all answered yet
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, target TEXT NOT NULL, input TEXT NOT NULL, full INTEGER NOT NULL,
     started REAL NOT NULL, ended REAL,   -- ended NULL: the run is going on, or died
@@ -52,7 +59,8 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
-_TABLES = frozenset({"applied", "failing", "runs"})
+_TABLES = frozenset({"applied", "failing", "pending", "runs"})
+_SET_FAILING = "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _PENDING = "sent; no answer recorded (the run was stopped or killed): sent again next time"
 
 
@@ -76,6 +84,7 @@ class SyncState:
     ) -> None:
         self.path = path
         self.target = target
+        self.input_name = input_name
         self.full = full
         self._commit_every = commit_every
         self._clock = clock
@@ -101,12 +110,18 @@ class SyncState:
             ).lastrowid
             or 0
         )
+        self._adopt_pending()
         # Outcomes waiting for the next commit, the latest per key.
-        self._applied: dict[str, tuple[str, str, str, float, int]] = {}
+        self._applied: dict[str, int] = {}
         self._failing: dict[str, tuple[Any, ...]] = {}
         self._cleared: set[str] = set()
+        #: keys known to be in ``failing`` (an answer must clear them)
+        self._failing_known: set[str] = set()
+        #: open pending batches: id -> keys not answered yet; and each key's open batches, in order
+        self._open: dict[int, int] = {}
+        self._batches_of: dict[str, list[int]] = {}
+        self._closed: list[int] = []
         self._last_commit = clock()
-        self.input_name = input_name
 
     def lookup(self, keys: Iterable[str]) -> tuple[dict[str, int], set[str]]:
         """For a batch of keys: the fingerprints last applied, and the keys failing now."""
@@ -127,61 +142,122 @@ class SyncState:
             (self.target, *wanted),
         ):
             failing.add(key)
+        self._failing_known |= failing
         return applied, failing
 
     def intend(self, keys: list[str]) -> None:
-        """Commit ``keys`` as pending before their requests go out (see the module docstring),
-        with the answers noted since the last commit: one transaction, and the answers first, so
-        that a buffered "clear" never erases a new pending mark."""
-        now = time.time()
-        self._write(
-            [
-                (self.target, key, "pending", None, _PENDING, now, self.run_id, None, self.input_name)
-                for key in keys
-            ]
-        )
+        """Commit ``keys`` as one pending row before their requests go out (see the module
+        docstring), with the answers noted since the last commit, in one transaction."""
+        batch = self._write(keys)
+        self._open[batch] = len(keys)
+        for key in keys:
+            self._batches_of.setdefault(key, []).append(batch)
 
     def record(self, result: RowResult) -> None:
         """Note a row's outcome; it reaches the database with the next commit."""
         status = result.status
         key = result.key
         if status is Status.OK:
-            self._applied[key] = (self.target, key, f"{result.fp:016x}", time.time(), self.run_id)
-            self._failing.pop(key, None)
-            self._cleared.add(key)
+            self._applied[key] = result.fp
+            if key in self._failing_known:
+                self._failing.pop(key, None)
+                self._cleared.add(key)
         elif status is Status.FAILED or (status is Status.INVALID and key):
             error = result.error
             row = (self.target, key, status.value, result.http_status, error, time.time(), self.run_id)
             self._failing[key] = (*row, result.row, self.input_name)
+            self._failing_known.add(key)
             self._cleared.discard(key)
         else:
             return
+        # A row sent by this run closes its place in a pending batch (catch-ups from the ledger and
+        # rows never sent were in none).
+        batches = self._batches_of.get(key) if result.attempts else None
+        if batches:
+            batch = batches.pop(0)
+            if not batches:
+                del self._batches_of[key]
+            self._open[batch] -= 1
+            if not self._open[batch]:
+                del self._open[batch]
+                self._closed.append(batch)
         if self._clock() - self._last_commit >= self._commit_every:
             self.commit()
 
     def commit(self) -> None:
         """Write the answers noted since the last commit."""
-        self._write([])
+        self._write(None)
 
-    def _write(self, pending: list[tuple[Any, ...]]) -> None:
+    def _write(self, pending: list[str] | None) -> int:
+        """One transaction: the answers noted, then (given) a new pending row; its id, or 0."""
         self._last_commit = self._clock()
-        if not (self._applied or self._failing or self._cleared or pending):
-            return
+        if not (self._applied or self._failing or self._cleared or self._closed or pending):
+            return 0
         db = self._db
+        now, target, run = time.time(), self.target, self.run_id
         db.execute("BEGIN")
         if self._applied:
-            db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?)", self._applied.values())
+            db.executemany(
+                "INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?, ?)",
+                [(target, key, f"{fp:016x}", now, run) for key, fp in self._applied.items()],
+            )
         if self._cleared:
             db.executemany(
-                "DELETE FROM failing WHERE target = ? AND key = ?", [(self.target, k) for k in self._cleared]
+                "DELETE FROM failing WHERE target = ? AND key = ?", [(target, k) for k in self._cleared]
             )
-        failing = [*self._failing.values(), *pending]
-        if failing:
-            db.executemany("INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", failing)
+        if self._failing:
+            db.executemany(
+                "INSERT OR REPLACE INTO failing VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._failing.values()
+            )
+        if self._closed:
+            db.executemany("DELETE FROM pending WHERE id = ?", [(batch,) for batch in self._closed])
+        batch = 0
+        if pending:
+            keys = orjson.dumps(pending).decode()
+            batch = (
+                db.execute(
+                    "INSERT INTO pending (target, run_id, keys) VALUES (?, ?, ?)", (target, run, keys)
+                ).lastrowid
+                or 0
+            )
         db.execute("COMMIT")
         self._applied.clear()
         self._cleared.clear()
         self._failing.clear()
+        self._closed.clear()
+        return batch
+
+    def _adopt_pending(self) -> None:
+        """Keys of batches an earlier run sent but did not see answered: failing, as ``pending``.
+
+        A key whose answer that run did write (applied or failed, by the same run) is not adopted.
+        """
+        db, now = self._db, time.time()
+        rows = db.execute("SELECT id, run_id, keys FROM pending WHERE target = ?", (self.target,)).fetchall()
+        if not rows:
+            return
+        db.execute("BEGIN")
+        for batch, run, text in rows:
+            keys = list(dict.fromkeys(orjson.loads(text)))
+            marks = ",".join("?" * len(keys))
+            answered = {
+                key
+                for table in ("applied", "failing")
+                for (key,) in db.execute(
+                    f"SELECT key FROM {table} WHERE target = ? AND run_id = ? AND key IN ({marks})",
+                    (self.target, run, *keys),
+                )
+            }
+            lost = [
+                (self.target, key, _PENDING, now, self.run_id, self.input_name)
+                for key in keys
+                if key not in answered
+            ]
+            db.executemany(
+                "INSERT OR REPLACE INTO failing VALUES (?, ?, 'pending', NULL, ?, ?, ?, NULL, ?)", lost
+            )
+            db.execute("DELETE FROM pending WHERE id = ?", (batch,))
+        db.execute("COMMIT")
 
     def _check_ours(self) -> None:
         """Refuse a database that holds tables of some other program (it would be changed)."""

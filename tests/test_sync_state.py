@@ -261,3 +261,23 @@ def test_kill_9_mid_sync_then_the_same_command_applies_every_row(tmp_path: Path)
         assert third.returncode == 0, err
         assert sum(api.api.counters.patches.values()) == sent  # nothing left to send
     assert twice <= 4 * 32, twice
+
+
+def test_a_batch_is_pending_until_every_key_of_it_has_its_answer(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = SyncState(str(tmp_path / "s.db"), "t", input_name="x", commit_every=1.0, clock=clock)
+    state.intend(["w1", "w2"])
+    peek = sqlite3.connect(tmp_path / "s.db")
+    assert peek.execute("SELECT keys FROM pending").fetchall() == [('["w1","w2"]',)]  # before any send
+    state.record(RowResult(1, 2, "w1", Status.OK, 204, 1, fp=5))
+    state.commit()
+    assert peek.execute("SELECT count(*) FROM pending").fetchone() == (1,)  # w2 has no answer yet
+    state.close()  # killed or stopped here: w2's request may have landed
+    again = SyncState(str(tmp_path / "s.db"), "t", input_name="x")
+    assert again.lookup(["w1", "w2"]) == ({"w1": 5}, {"w2"})  # w2 is sent again, whatever it maps to
+    assert peek.execute("SELECT status FROM failing WHERE key = 'w2'").fetchall() == [("pending",)]
+    assert peek.execute("SELECT count(*) FROM pending").fetchone() == (0,)
+    again.record(RowResult(1, 2, "w2", Status.OK, 204, 1, fp=6))
+    again.close("finished")
+    assert peek.execute("SELECT count(*) FROM failing").fetchone() == (0,)
+    peek.close()
