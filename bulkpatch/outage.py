@@ -55,8 +55,6 @@ class OutageGate:
         self._since_wall = 0.0
         self._probes = 0
         self.probe = asyncio.Lock()
-        #: outages seen by this run
-        self.outages = 0
         #: set once the outage lasted too long: every waiting attempt raises it
         self.gave_up: ApiUnreachable | None = None
 
@@ -84,7 +82,6 @@ class OutageGate:
             self._since = self._clock()
             self._since_wall = self._wall_clock()
             self._probes = 0
-            self.outages += 1
             self._emit("outage_started", {"failures": self._failures, "error": error})
         self.last_error = error
         return self._since is not None

@@ -112,10 +112,6 @@ class Run:
         """Rows between a failed attempt and their final answer right now."""
         return self.sender.retrying if self.sender is not None else 0
 
-    @property
-    def stopping(self) -> bool:
-        return self.stop_token.stopped
-
     def status(self) -> RunStatus:
         """A copy of the run's counters as they stand, for progress displays."""
         intake, pacer, source, outage = self.intake, self.pacer, self.source, self.outage
