@@ -58,13 +58,18 @@ def start_mock(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, "-m", "bulkpatch", "mock", "--port", str(port), "--no-auth"]
     proc = subprocess.Popen([*command, "--workloads", "3000", *extra], stdout=subprocess.DEVNULL)
+    return proc, listening(port, "the mock")
+
+
+def listening(port: int, what: str) -> str:
+    """The URL of a server of ours once it accepts connections on ``port``."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
+                return f"http://127.0.0.1:{port}"
         time.sleep(0.02)
-    raise RuntimeError("the mock did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def get_json(url: str) -> object:
@@ -150,13 +155,7 @@ def serve_sporadic(port: int, latency: float = 0.05) -> None:
 def start_sporadic() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve-sporadic", str(port)])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        time.sleep(0.02)
-    raise RuntimeError("the sporadic-faults server did not start")
+    return proc, listening(port, "the sporadic-faults server")
 
 
 async def plain_retrying_script(source: Path, base: str) -> dict[str, str]:

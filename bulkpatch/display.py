@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +24,7 @@ from rich.text import Text
 from bulkpatch.hints import fix_file_name, safe_command, without_limit
 from bulkpatch.ledger import Status
 from bulkpatch.logline import Event, LogFormat, RunLog, hms
+from bulkpatch.reader import is_stream
 from bulkpatch.results import RunResult, RunStatus
 from bulkpatch.stats import Tally
 
@@ -35,11 +35,9 @@ _RATE_WINDOW = 10.0
 
 def count_rows(name: str, fmt: str) -> int | None:
     """Rows in a plain input file, counted by newlines (fast; multi-line CSV records overcount)."""
-    if name == "-" or name.endswith(".gz"):
-        return None
+    if is_stream(name) or name.endswith(".gz"):
+        return None  # a pipe or FIFO: reading it here would take rows away from the run
     try:
-        if not stat.S_ISREG(os.stat(name).st_mode):
-            return None  # a pipe or FIFO: reading it here would take rows away from the run
         with open(name, "rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 return None

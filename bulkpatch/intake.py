@@ -27,7 +27,7 @@ from bulkpatch.ledger import RowResult, Status
 from bulkpatch.mapping import Mapper, Rejected, Request
 from bulkpatch.reader import Record
 from bulkpatch.recorder import Recorder
-from bulkpatch.resume import LedgerIndex, RetryFailed, fingerprint, rejection_fingerprint
+from bulkpatch.resume import OK_CODE, LedgerIndex, RetryFailed, fingerprint, rejection_fingerprint
 from bulkpatch.sync_state import SyncState
 
 #: records read (and looked up in the sync state) at a time: a loop over a list costs less than a
@@ -38,7 +38,6 @@ BATCH = 64
 STATE_BATCH = 256
 #: rows passed over without yielding before the intake yields ``None`` to let the loop breathe
 _BREATHE = 512
-_OK_CODE = 1
 
 
 class Intake:
@@ -124,7 +123,7 @@ class Intake:
                         if done[row] and settled:
                             self.rows_read += 1
                             self.already_done += 1
-                            if state is not None and codes[row] == _OK_CODE:
+                            if state is not None and codes[row] == OK_CODE:
                                 # The state may lag the ledger after a crash: catch it up.
                                 state.record(RowResult(row, mapped.line, key, Status.OK, fp=fp))
                             quiet += 1
@@ -134,7 +133,7 @@ class Intake:
                 elif row < carried_known and carried_codes[row]:
                     if carried_fps[row] != fp:
                         self.changed += 1
-                    elif carried_codes[row] == _OK_CODE and sendable and settled:
+                    elif carried_codes[row] == OK_CODE and sendable and settled:
                         # The earlier ledger (input since changed) proved this very request applied.
                         self.rows_read += 1
                         self.already_done += 1

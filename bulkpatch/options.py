@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
 from bulkpatch.mapping import PathTemplate
+from bulkpatch.reader import is_stream
 from bulkpatch.resume import RetryFailed
 from bulkpatch.schema import Schema
 
@@ -136,7 +136,7 @@ class RunOptions:
             raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
         if self.full and not self.state:
             raise ConfigError("--full goes with --state FILE")
-        if not self.ledger and not self.dry_run and _is_stream(self.input):
+        if not self.ledger and not self.dry_run and is_stream(self.input):
             raise ConfigError(
                 f"reading {self.input} (a pipe) needs --ledger PATH to record and resume the run"
             )
@@ -241,16 +241,6 @@ def parse_header(text: str) -> tuple[str, str]:
     if "\r" in value or "\n" in value:
         raise ConfigError(f"-H {name}: the value must be one line")
     return name, value.strip()
-
-
-def _is_stream(name: str) -> bool:
-    """True for stdin, a pipe, a FIFO or ``/dev/fd/N``: read once, nowhere to put a ledger beside."""
-    if name == "-":
-        return True
-    try:
-        return not stat.S_ISREG(os.stat(name).st_mode)
-    except OSError:
-        return False  # a missing file: reading it says so
 
 
 def _is_text(value: str) -> bool:

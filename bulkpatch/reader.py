@@ -13,6 +13,8 @@ import contextlib
 import csv
 import gzip
 import io
+import os
+import stat
 import sys
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -54,6 +56,18 @@ class Record:
     error: str | None = None
     #: the record as written in the input (only when the reader was asked to keep it)
     raw: str | None = None
+
+
+def is_stream(name: str) -> bool:
+    """True for stdin (``-``), a pipe, a FIFO or ``/dev/fd/N``: readable once only, so nothing
+    may open it besides the run (not to hash it, not to count its lines). False for a missing file:
+    opening it says so."""
+    if name == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:
+        return False
 
 
 def detect_format(name: str, explicit: str | None = None) -> Format:

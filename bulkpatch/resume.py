@@ -32,10 +32,13 @@ import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.ledger import LEDGER_VERSION, LedgerWriter, RowResult, Status, is_transient, iter_records
+from bulkpatch.reader import is_stream
 
 # One byte per row in the index; 0 means "no record yet". A failure is either "final" (the API
 # refused the request as it is) or "transient" (it ran out of attempts on a retryable answer).
 _OK, _FAILED, _INVALID, _SKIPPED, _TRANSIENT, _UNCHANGED = 1, 2, 3, 4, 5, 6
+#: the code of an ``ok`` row in ``LedgerIndex.codes``
+OK_CODE = _OK
 _CODE = {
     Status.OK: _OK,
     Status.FAILED: _FAILED,
@@ -180,15 +183,13 @@ def input_identity(name: str) -> dict[str, Any]:
     A pipe, FIFO or ``/dev/fd/N`` is never opened here: reading it would take rows away from the
     run (it is read once, by the run, like ``-``).
     """
-    if name == "-":
-        return {"path": "-"}
+    if is_stream(name):
+        return {"path": name}
     try:
-        info = os.stat(name)
+        size = os.stat(name).st_size
     except OSError as exc:
         raise ConfigError(f"cannot open input {name!r}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        return {"path": name}
-    return {"path": str(Path(name).resolve()), "size": info.st_size, "sha256": file_sha256(name)}
+    return {"path": str(Path(name).resolve()), "size": size, "sha256": file_sha256(name)}
 
 
 def file_sha256(name: str) -> str:

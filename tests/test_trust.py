@@ -283,14 +283,21 @@ def fleet_csv(tmp_path: Path, n: int) -> Path:
     return write(tmp_path / "fleet.csv", "workload_id,name\n" + rows)
 
 
+#: the environment of a spawned run: none of the machine's BULKPATCH_ variables
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
+
+
 def bulkpatch(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
     return subprocess.run(
         [sys.executable, "-m", "bulkpatch", *args],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        **kw,  # type: ignore[call-overload]
+        **{"env": ENV, "capture_output": True, "timeout": 120, **kw},  # type: ignore[arg-type]
+    )
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    """``bulkpatch ARGS`` running in the background, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulkpatch", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -326,25 +333,7 @@ def test_rows_from_a_named_fifo_are_all_read(tmp_path: Path, api: ThreadedMock) 
     fifo = tmp_path / "in.fifo"
     os.mkfifo(fifo)
     ledger = tmp_path / "x.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    reader = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulkpatch",
-            "run",
-            str(fifo),
-            "--format",
-            "csv",
-            "--ledger",
-            str(ledger),
-            "--base-url",
-            api.url,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    reader = spawn("run", str(fifo), "--format", "csv", "--ledger", str(ledger), "--base-url", api.url)
     with open(fifo, "wb") as f:  # blocks until the run opens the FIFO: once, not twice
         f.write(source.read_bytes())
     _, err = reader.communicate(timeout=120)
@@ -369,20 +358,13 @@ def test_a_closed_stdin_or_stdout_ends_with_a_proper_status(
 
 
 def bulkpatch_raw(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, timeout=120)
+    return subprocess.run([sys.executable, *args], env=ENV, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_a_reader_that_goes_away_does_not_change_the_exit_status(tmp_path: Path, api: ThreadedMock) -> None:
     source = fleet_csv(tmp_path, 50)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", api.url],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn("run", str(source), "--base-url", api.url)
     assert proc.stdout is not None
     proc.stdout.close()  # `| head -0`: nobody reads the summary
     _, err = proc.communicate(timeout=120)
@@ -420,12 +402,8 @@ def test_bad_configuration_is_one_line_exit_2(tmp_path: Path, args: list[str], m
 @pytest.mark.slow
 def test_a_malformed_token_is_refused_up_front(tmp_path: Path, token: str) -> None:
     source = fleet_csv(tmp_path, 3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", "http://127.0.0.1:9"],
-        env={**env, "BULKPATCH_TOKEN": token},
-        capture_output=True,
-        timeout=60,
+    done = bulkpatch(
+        "run", str(source), "--base-url", "http://127.0.0.1:9", env={**ENV, "BULKPATCH_TOKEN": token}
     )
     assert done.returncode == 2 and b"BULKPATCH_TOKEN must be one line" in done.stderr
     assert token.encode() not in done.stderr or not token.strip()
@@ -436,23 +414,7 @@ def test_sighup_ends_the_run_like_sigterm(tmp_path: Path) -> None:
     """Issue 9.11: SIGHUP killed the run with no summary and no end record."""
     source = fleet_csv(tmp_path, 300)
     with ThreadedMock(MockConfig(require_auth=False, workloads=300, latency_ms=50)) as slow:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bulkpatch",
-                "run",
-                str(source),
-                "--base-url",
-                slow.url,
-                "--concurrency",
-                "2",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = spawn("run", str(source), "--base-url", slow.url, "--concurrency", "2")
         ledger = Path(f"{source}.ledger.jsonl")
         deadline = time.monotonic() + 60
         while not (ledger.exists() and rows_of(ledger)):
