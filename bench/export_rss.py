@@ -23,8 +23,8 @@ from pathlib import Path
 
 CLIENT = """
 import sys
-from bulkpatch.cli import _Group
-from bulkpatch.cli_operations import export
+from bulkpatch.cli.main import _Group
+from bulkpatch.cli.operations import export
 _Group(commands={"export": export}).main(["export", *sys.argv[1:]], prog_name="bulkpatch")
 """
 

@@ -27,25 +27,25 @@ _EXPORTS = {
     "BulkPatchError": "errors",
     "ConfigError": "errors",
     "CredentialsRejected": "errors",
-    "DryRunResult": "preview",
+    "DryRunResult": "engine.preview",
     "InputError": "errors",
     "LedgerError": "errors",
-    "Response": "transport",
-    "RetryFailed": "resume",
-    "RowResult": "ledger",
-    "Run": "pipeline",
+    "Response": "http.transport",
+    "RetryFailed": "records.resume",
+    "RowResult": "records.ledger",
+    "Run": "engine.run",
     "RunOptions": "options",
-    "RunResult": "results",
-    "RunStatus": "results",
+    "RunResult": "records.results",
+    "RunStatus": "records.results",
     "RunStopped": "errors",
-    "Schema": "schema",
-    "Status": "ledger",
-    "Transport": "transport",
+    "Schema": "rows.schema",
+    "Status": "records.ledger",
+    "Transport": "http.transport",
     "TransportError": "errors",
     "WorkerError": "errors",
-    "WorkloadPatch": "schema",
+    "WorkloadPatch": "rows.schema",
     "WrongTarget": "errors",
-    "dry_run": "preview",
+    "dry_run": "engine.preview",
     "run": "api",
     "run_async": "api",
 }
@@ -96,6 +96,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from bulkpatch.api import run, run_async
+    from bulkpatch.engine.preview import DryRunResult, dry_run
+    from bulkpatch.engine.run import Run
     from bulkpatch.errors import (
         ApiUnreachable,
         AuthError,
@@ -109,11 +111,9 @@ if TYPE_CHECKING:
         WorkerError,
         WrongTarget,
     )
-    from bulkpatch.ledger import RowResult, Status
+    from bulkpatch.http.transport import Response, Transport
     from bulkpatch.options import RunOptions
-    from bulkpatch.pipeline import Run
-    from bulkpatch.preview import DryRunResult, dry_run
-    from bulkpatch.results import RunResult, RunStatus
-    from bulkpatch.resume import RetryFailed
-    from bulkpatch.schema import Schema, WorkloadPatch
-    from bulkpatch.transport import Response, Transport
+    from bulkpatch.records.ledger import RowResult, Status
+    from bulkpatch.records.results import RunResult, RunStatus
+    from bulkpatch.records.resume import RetryFailed
+    from bulkpatch.rows.schema import Schema, WorkloadPatch

@@ -1,5 +1,5 @@
 """``python -m bulkpatch``."""
 
-from bulkpatch.cli import main
+from bulkpatch.cli.main import main
 
 main()

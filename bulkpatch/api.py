@@ -20,13 +20,13 @@ import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
+from bulkpatch.engine.assembly import Transform
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import RowResult
+from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.results import RunResult
-from bulkpatch.transport import Transport
-from bulkpatch.wiring import Transform
+from bulkpatch.records.ledger import RowResult
+from bulkpatch.records.results import RunResult
 
 Rows = str | os.PathLike[str] | Iterable[Any] | AsyncIterable[Any]
 

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
-from bulkpatch.mapping import PathTemplate
-from bulkpatch.reader import is_stream
-from bulkpatch.resume import RetryFailed
-from bulkpatch.schema import Schema
+from bulkpatch.records.resume import RetryFailed
+from bulkpatch.rows.mapping import PathTemplate
+from bulkpatch.rows.reader import is_stream
+from bulkpatch.rows.schema import Schema
 
 #: most shards a job may be split into (the resume index assumes shards of ≥ 1/256 of the rows)
 MAX_SHARDS = 256
@@ -128,8 +128,6 @@ class RunOptions:
         if self.only_changed:
             if self.input in ("-", "<rows>"):
                 raise ConfigError("--only-changed reads the input twice (plan, then run): it needs a file")
-            from bulkpatch.compare import check_plannable  # the engine, only when asked for
-
             check_plannable(self)
         if (self.state or self.shard) and not PathTemplate(self.path).fields:
             # Without a {field} in the path every row has the same (empty) key.
@@ -255,3 +253,12 @@ def _is_text(value: str) -> bool:
 def _positive(option: str, value: float, *, zero: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{option} must be a {'' if zero else 'positive '}finite number, got {value}")
+
+
+def check_plannable(options: RunOptions) -> None:
+    """Plans compare workload fields: the default path, PATCH and the workload schema only."""
+    if options.path != DEFAULT_PATH or options.method != "PATCH" or options.schema is not Schema.WORKLOAD:
+        raise ConfigError(
+            "plan and verify compare workloads: they need the default --path, --method PATCH"
+            " and --schema workload"
+        )

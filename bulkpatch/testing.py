@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from bulkpatch.errors import TransportError
-from bulkpatch.transport import Response
+from bulkpatch.http.transport import Response
 
 __all__ = ["MockTransport", "Response", "SentRequest", "TransportError"]
 

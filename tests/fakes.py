@@ -13,8 +13,8 @@ from aiohttp import ClientResponse
 from yarl import URL
 
 from bulkpatch.errors import TransportError
+from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig, MockServer
-from bulkpatch.transport import Response
 
 Handler = Callable[[str, str, bytes | None, Mapping[str, str] | None], "Response | TransportError"]
 

@@ -20,18 +20,18 @@ import pytest
 from fakes import FakeTransport, write
 
 import bulkpatch
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError, InputError, TransportError
-from bulkpatch.ledger import iter_records
+from bulkpatch.http.transport import AiohttpTransport, Response
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.ops.verify import verify_rows
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.report import summarise, write_failed
-from bulkpatch.resume import RetryFailed
-from bulkpatch.schema import Schema
-from bulkpatch.sync_state import SyncState, describe
-from bulkpatch.transport import AiohttpTransport, Response
-from bulkpatch.verify import verify_rows
+from bulkpatch.records.ledger import iter_records
+from bulkpatch.records.report import summarise, write_failed
+from bulkpatch.records.resume import RetryFailed
+from bulkpatch.records.sync_state import SyncState, describe
+from bulkpatch.rows.schema import Schema
 
 BASE = "http://api.test"
 

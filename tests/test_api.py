@@ -11,12 +11,12 @@ import pytest
 from fakes import write
 
 import bulkpatch
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import RowResult, Status, iter_records
 from bulkpatch.mock import MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
+from bulkpatch.records.ledger import RowResult, Status, iter_records
 from bulkpatch.testing import MockTransport, Response, SentRequest
 
 BASE = "https://api.test"
@@ -149,7 +149,7 @@ async def test_shards_split_the_rows_between_them_exactly_once(tmp_path: Path) -
 
 
 def test_shard_of_is_stable() -> None:
-    from bulkpatch.intake import shard_of
+    from bulkpatch.engine.intake import shard_of
 
     # Fixed values: the same on every machine and Python version (no randomised hash()).
     assert [shard_of(f"w{i}", 4) for i in range(8)] == [shard_of(f"w{i}", 4) for i in range(8)]

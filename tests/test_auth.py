@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkpatch.auth import BearerToken, ClientCredentials, token_url_for
 from bulkpatch.errors import AuthError
+from bulkpatch.http.auth import BearerToken, ClientCredentials, token_url_for
+from bulkpatch.http.transport import AiohttpTransport
 from bulkpatch.mock import MockConfig, MockServer
-from bulkpatch.transport import AiohttpTransport
 
 
 async def test_one_token_for_many_concurrent_callers() -> None:
@@ -61,10 +61,10 @@ def test_bearer_token_is_hidden_in_repr() -> None:
 
 @pytest.mark.slow
 async def test_a_run_outlives_several_token_lifetimes(tmp_path: Path) -> None:
-    from bulkpatch.ledger import Status
+    from bulkpatch.engine.run import Run
     from bulkpatch.mock.store import sample_workloads
     from bulkpatch.options import RunOptions
-    from bulkpatch.pipeline import Run
+    from bulkpatch.records.ledger import Status
 
     rows = 480
     source = tmp_path / "fleet.csv"

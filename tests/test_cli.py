@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from fakes import ThreadedMock, write
 
-from bulkpatch.cli import cli
+from bulkpatch.cli.main import cli
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 
@@ -230,7 +230,7 @@ def test_the_command_line_starts_without_the_engine() -> None:
     import sys
 
     probe = (
-        "import sys, bulkpatch.cli;"
+        "import sys, bulkpatch.cli.main;"
         " print(sorted(m for m in ('aiohttp', 'pydantic', 'tenacity') if m in sys.modules))"
     )
     done = subprocess.run(

@@ -17,10 +17,10 @@ import orjson
 import pytest
 from fakes import ThreadedMock, write
 
-from bulkpatch.ledger import Status
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
-from bulkpatch.resume import LedgerIndex
+from bulkpatch.records.ledger import Status
+from bulkpatch.records.resume import LedgerIndex
 
 pytestmark = pytest.mark.slow  # real processes, killed and resumed
 

@@ -11,11 +11,11 @@ import pytest
 from fakes import FakeClock, write
 from rich.console import Console
 
-from bulkpatch.display import Progress, count_rows, print_report, print_summary
-from bulkpatch.ledger import RowResult, Status
-from bulkpatch.logline import RunLog
-from bulkpatch.results import RunResult, RunStatus
-from bulkpatch.stats import Tally
+from bulkpatch.cli.display import Progress, count_rows, print_report, print_summary
+from bulkpatch.cli.logline import RunLog
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.results import RunResult, RunStatus
+from bulkpatch.records.stats import Tally
 
 
 def test_count_rows(tmp_path: Path) -> None:

@@ -15,16 +15,16 @@ from click.testing import CliRunner
 from fakes import ThreadedMock
 
 import bulkpatch
-from bulkpatch.cli import _Group
-from bulkpatch.cli_operations import export, plan, verify
+from bulkpatch.cli.main import _Group
+from bulkpatch.cli.operations import export, plan, verify
 from bulkpatch.errors import ConfigError
-from bulkpatch.export import cell_for, export_workloads, parse_columns
-from bulkpatch.live import Include, LiveReader
+from bulkpatch.http.transport import BODY_KEEP
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import encode_cursor, sample_workloads
-from bulkpatch.reader import Format
+from bulkpatch.ops.export import cell_for, export_workloads, parse_columns
+from bulkpatch.ops.live import Include, LiveReader
+from bulkpatch.rows.reader import Format
 from bulkpatch.testing import MockTransport, Response, SentRequest
-from bulkpatch.transport import BODY_KEEP
 
 CLI = _Group(commands={"export": export, "plan": plan, "verify": verify})
 
@@ -164,7 +164,7 @@ def test_filters_and_include_flags_reach_the_query() -> None:
         seen.append(request.url)
         return Response(200, body=b'{"items": [], "paging": {"cursors": {}}}')
 
-    from bulkpatch.cli_operations import _filters
+    from bulkpatch.cli.operations import _filters
 
     filters = _filters(("t1", "t2"), "tenant-9", ("w1",), "2026-01-31T00:00:00Z")
     _export_with(MockTransport(answer), Format.CSV, filters=filters, columns=["name", "attributes.site"])

@@ -18,8 +18,8 @@ from aiohttp import web
 from click.testing import CliRunner
 from fakes import write
 
-from bulkpatch.cli import cli
-from bulkpatch.report import summarise
+from bulkpatch.cli.main import cli
+from bulkpatch.records.report import summarise
 
 TOKEN = "tok-2b7f0c9e"
 

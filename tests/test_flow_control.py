@@ -14,18 +14,18 @@ import pytest
 from fakes import write
 from virtual_time import VirtualClock
 
+from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.retry import RetryPolicy
+from bulkpatch.engine.run import Run
+from bulkpatch.engine.sender import Sender
 from bulkpatch.errors import TransportError
-from bulkpatch.ledger import Status
-from bulkpatch.mapping import Request
+from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.app import busiest_window
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pacing import Pacer
-from bulkpatch.pipeline import Run
-from bulkpatch.retry import RetryPolicy
-from bulkpatch.sender import Sender
-from bulkpatch.transport import Response
+from bulkpatch.records.ledger import Status
+from bulkpatch.rows.mapping import Request
 
 
 class SimulatedServer:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bulkpatch.flow_policy import Answer, FlowControl, FlowPolicy
+from bulkpatch.engine.flow_policy import Answer, FlowControl, FlowPolicy
 
 OK, O503, O429, OTHER = (Answer.OK, Answer.OVERLOADED, Answer.RATE_LIMITED, Answer.OTHER)
 #: a dropped connection or a timeout: the sender tells the pacer of it as of any other answer

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import orjson
 
-from bulkpatch.ledger import LedgerWriter, RowResult, Status
-from bulkpatch.resume import LedgerIndex
+from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
+from bulkpatch.records.resume import LedgerIndex
 
 
 def lines(path: Path) -> list[dict[str, object]]:

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
-from bulkpatch.mapping import Mapper, PathTemplate, Rejected, Request, encode_segment
-from bulkpatch.reader import Format, Record
-from bulkpatch.schema import Schema
+from bulkpatch.rows.mapping import Mapper, PathTemplate, Rejected, Request, encode_segment
+from bulkpatch.rows.reader import Format, Record
+from bulkpatch.rows.schema import Schema
 
 HEADER = ["workload_id", "name", "attributes.hostname", "attributes.site", "enabled", "allowed_actions"]
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from bulkpatch.cli import cli
+from bulkpatch.cli.main import cli
 from bulkpatch.errors import ConfigError
 from bulkpatch.mock import MockConfig, MockServer, WorkloadStore
 

@@ -13,14 +13,14 @@ from fakes import FakeTransport, write
 from rich.console import Console
 
 import bulkpatch
-from bulkpatch.display import Progress, print_summary
+from bulkpatch.cli.display import Progress, print_summary
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError, CredentialsRejected
-from bulkpatch.ledger import RowResult, Status
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.results import RunResult, RunStatus
-from bulkpatch.resume import RetryFailed
-from bulkpatch.stats import Tally
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.results import RunResult, RunStatus
+from bulkpatch.records.resume import RetryFailed
+from bulkpatch.records.stats import Tally
 from bulkpatch.testing import MockTransport, Response, SentRequest
 
 BASE = "http://api.test"

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from fakes import FakeClock
 
+from bulkpatch.engine.outage import OutageGate
+from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.stopping import StopToken
 from bulkpatch.errors import ApiUnreachable
-from bulkpatch.outage import OutageGate
-from bulkpatch.pacing import Pacer
-from bulkpatch.stopping import StopToken
 
 
 def test_an_outage_is_a_run_of_failures_and_any_answer_ends_it() -> None:

@@ -9,8 +9,8 @@ import pytest
 from fakes import FakeClock
 from virtual_time import VirtualClock
 
-from bulkpatch.meters import ConcurrencyLimit, RateLimiter
-from bulkpatch.pacing import Pacer
+from bulkpatch.engine.meters import ConcurrencyLimit, RateLimiter
+from bulkpatch.engine.pacing import Pacer
 
 
 def busiest(times: list[float], window: float = 1.0) -> int:

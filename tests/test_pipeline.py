@@ -9,13 +9,13 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ok, write
 
+from bulkpatch.engine.preview import dry_run
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
-from bulkpatch.ledger import Status, iter_records
+from bulkpatch.http.transport import Response
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.preview import dry_run
-from bulkpatch.resume import LedgerIndex
-from bulkpatch.transport import Response
+from bulkpatch.records.ledger import Status, iter_records
+from bulkpatch.records.resume import LedgerIndex
 
 BASE = "http://api.test"
 
@@ -127,7 +127,7 @@ async def test_input_is_streamed_not_read_ahead(tmp_path: Path) -> None:
     holder.append(r)
     await r.execute()
     # Rows read but not finished never exceed the rows in flight and one batch read ahead.
-    from bulkpatch.intake import BATCH
+    from bulkpatch.engine.intake import BATCH
 
     assert max(lead) <= 16 + BATCH < 2000
 
@@ -252,7 +252,7 @@ async def test_limit_makes_a_canary_run_and_the_next_run_goes_on(tmp_path: Path)
 def test_open_file_limit_is_raised_or_the_run_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from bulkpatch import wiring
+    from bulkpatch.engine import assembly as wiring
 
     limits = {"soft": 256, "hard": 4096}
     monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))

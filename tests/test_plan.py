@@ -11,17 +11,17 @@ from click.testing import CliRunner
 from fakes import ThreadedMock
 
 import bulkpatch
-from bulkpatch.cli import _Group
-from bulkpatch.cli_operations import plan, verify
-from bulkpatch.compare import MISSING, Diff, diff, same
+from bulkpatch.cli.main import _Group
+from bulkpatch.cli.operations import plan, verify
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import iter_records
+from bulkpatch.http.transport import AiohttpTransport
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.ops.compare import MISSING, Diff, diff, same
+from bulkpatch.ops.plan import CHANGES, NOT_FOUND, NOT_PLANNED, REPEATED, UNCHANGED, plan_rows
 from bulkpatch.options import RunOptions
-from bulkpatch.plan import CHANGES, NOT_FOUND, NOT_PLANNED, REPEATED, UNCHANGED, plan_rows
-from bulkpatch.schema import Schema
-from bulkpatch.transport import AiohttpTransport
+from bulkpatch.records.ledger import iter_records
+from bulkpatch.rows.schema import Schema
 
 CLI = _Group(commands={"plan": plan, "verify": verify})
 
@@ -168,7 +168,7 @@ def test_plan_never_replaces_an_earlier_snapshot_unless_told(tmp_path: Path) -> 
 
 def test_run_only_changed_sends_just_the_rows_that_change_and_verify_reads_them_back(tmp_path: Path) -> None:
     """Issue 13: run --only-changed plans on the fly; run --verify exits 1 on drift."""
-    from bulkpatch.cli import cli
+    from bulkpatch.cli.main import cli
 
     rows = []
     for i, w in enumerate(sample_workloads(300)):

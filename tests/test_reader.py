@@ -9,7 +9,7 @@ import pytest
 from fakes import write
 
 from bulkpatch.errors import ConfigError, InputError
-from bulkpatch.reader import Format, InputFile, detect_format
+from bulkpatch.rows.reader import Format, InputFile, detect_format
 
 
 def read(path: Path, fmt: str | None = None) -> list[tuple[int, int, object, str | None]]:

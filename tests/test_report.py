@@ -10,13 +10,13 @@ import orjson
 import pytest
 from fakes import write
 
-from bulkpatch.chain import parse_row
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import RowResult, Status
-from bulkpatch.mapping import Mapper, PathTemplate, Request
-from bulkpatch.reader import Format, InputFile
-from bulkpatch.report import exit_status, summarise, write_failed
+from bulkpatch.records.chain import parse_row
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.report import exit_status, summarise, write_failed
+from bulkpatch.rows.mapping import Mapper, PathTemplate, Request
+from bulkpatch.rows.reader import Format, InputFile
 
 
 def ledger_for(source: Path, *results: RowResult | bytes, name: str | None = None) -> Path:

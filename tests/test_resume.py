@@ -8,8 +8,8 @@ import pytest
 from fakes import write
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import LedgerWriter, RowResult, Status
-from bulkpatch.resume import (
+from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
+from bulkpatch.records.resume import (
     LedgerIndex,
     RetryFailed,
     fingerprint,

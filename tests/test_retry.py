@@ -6,8 +6,8 @@ from email.utils import formatdate
 import pytest
 from tenacity import RetryCallState
 
-from bulkpatch.retry import RetryPolicy, is_retryable, parse_retry_after, wait_retry_after_or_jitter
-from bulkpatch.sender import Attempt
+from bulkpatch.engine.retry import RetryPolicy, is_retryable, parse_retry_after, wait_retry_after_or_jitter
+from bulkpatch.engine.sender import Attempt
 
 
 @pytest.mark.parametrize("status", [None, 408, 425, 429, 500, 502, 503, 504])

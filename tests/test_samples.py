@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bulkpatch.demo import DEMO_ROWS, migration_csv, migration_jsonl
+from bulkpatch.cli.demo import DEMO_ROWS, migration_csv, migration_jsonl
+from bulkpatch.engine.preview import dry_run
 from bulkpatch.options import RunOptions
-from bulkpatch.preview import dry_run
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

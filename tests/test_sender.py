@@ -6,12 +6,12 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport
 
+from bulkpatch.engine.retry import RetryPolicy
+from bulkpatch.engine.sender import Sender, describe_error
 from bulkpatch.errors import TransportError
-from bulkpatch.ledger import Status
-from bulkpatch.mapping import Request
-from bulkpatch.retry import RetryPolicy
-from bulkpatch.sender import Sender, describe_error
-from bulkpatch.transport import Response
+from bulkpatch.http.transport import Response
+from bulkpatch.records.ledger import Status
+from bulkpatch.rows.mapping import Request
 
 REQUEST = Request(row=3, line=4, key="w1", path="/workloads/w1", body=b'{"name":"x"}')
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bulkpatch.ledger import RowResult, Status
-from bulkpatch.stats import Tally, error_kind
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.stats import Tally, error_kind
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from fakes import FakeTransport, write
 
-from bulkpatch.ledger import iter_records
+from bulkpatch.engine.run import Run
+from bulkpatch.engine.stopping import StopToken
+from bulkpatch.http.transport import Response
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.stopping import StopToken
-from bulkpatch.transport import Response
+from bulkpatch.records.ledger import iter_records
 
 
 async def test_a_sleep_is_cut_short_by_stop_whatever_sleep_was_injected() -> None:
@@ -59,7 +59,7 @@ async def test_stopping_during_a_retry_after_pause_leaves_the_row_unrecorded(tmp
 
 
 def test_the_sent_key_set_is_exact_through_growth() -> None:
-    from bulkpatch.key_order import SentKeys
+    from bulkpatch.engine.key_order import SentKeys
 
     sent = SentKeys()
     keys = [f"w-{i}" for i in range(5000)]  # grows from 1,024 slots several times

@@ -14,15 +14,15 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ThreadedMock, write
 
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
-from bulkpatch.ledger import RowResult, Status, iter_records
+from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.results import RunResult
-from bulkpatch.sync_state import SyncState, describe, target_of
-from bulkpatch.transport import Response
+from bulkpatch.records.ledger import RowResult, Status, iter_records
+from bulkpatch.records.results import RunResult
+from bulkpatch.records.sync_state import SyncState, describe, target_of
 
 BASE = "http://api.test"
 

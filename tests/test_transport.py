@@ -14,7 +14,7 @@ from aioresponses import aioresponses
 from fakes import CompatResponse
 
 from bulkpatch.errors import TransportError
-from bulkpatch.transport import BODY_KEEP, AiohttpTransport
+from bulkpatch.http.transport import BODY_KEEP, AiohttpTransport
 
 SLOW_ENTERED = asyncio.Event()
 SERVERS: dict[str, web.Application] = {}

@@ -20,14 +20,14 @@ import orjson
 import pytest
 from fakes import FakeClock, FakeTransport, ThreadedMock, ok, write
 
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ApiUnreachable, ConfigError, CredentialsRejected, TransportError, WrongTarget
-from bulkpatch.ledger import iter_records
+from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.results import RunResult
-from bulkpatch.transport import Response
+from bulkpatch.records.ledger import iter_records
+from bulkpatch.records.results import RunResult
 
 BASE = "http://api.test"
 SECRET = "s3cr3t-T0KEN-value"

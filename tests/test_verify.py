@@ -8,14 +8,14 @@ from click.testing import CliRunner
 from fakes import ThreadedMock
 
 import bulkpatch
-from bulkpatch.cli import _Group
-from bulkpatch.cli_operations import verify
-from bulkpatch.compare import Diff
+from bulkpatch.cli.main import _Group
+from bulkpatch.cli.operations import verify
+from bulkpatch.http.transport import AiohttpTransport
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.ops.compare import Diff
+from bulkpatch.ops.verify import verify_rows
 from bulkpatch.options import RunOptions
-from bulkpatch.transport import AiohttpTransport
-from bulkpatch.verify import verify_rows
 
 CLI = _Group(commands={"verify": verify})
 

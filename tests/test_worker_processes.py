@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from fakes import write
 
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import TransportError, WorkerError
+from bulkpatch.http.transport import BODY_KEEP
+from bulkpatch.http.worker_processes import ProcessTransport, _Child, _Frames, _response_frame
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-from bulkpatch.pipeline import Run
-from bulkpatch.transport import BODY_KEEP
-from bulkpatch.worker_processes import ProcessTransport, _Child, _Frames, _response_frame
 
 HOLD = asyncio.Event()
 

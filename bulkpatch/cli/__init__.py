@@ -1,0 +1,1 @@
+"""The ``bulkpatch`` command: the only package that imports click, rich and the terminal."""

@@ -1,0 +1,56 @@
+"""A dry run: read, map and validate every row, show a sample of the requests, send nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bulkpatch.engine.assembly import Transform, open_input
+from bulkpatch.options import RunOptions
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.stats import Tally
+from bulkpatch.rows.mapping import Rejected, Request
+
+
+@dataclass
+class DryRunResult:
+    """What a dry run found: counts, and the first few requests it would send."""
+
+    tally: Tally
+    samples: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def dry_run(
+    options: RunOptions,
+    *,
+    samples: int = 5,
+    rows: Iterable[Any] | AsyncIterable[Any] | None = None,
+    transform: Transform | None = None,
+) -> DryRunResult:
+    """Read, map and validate every row; send nothing, write no ledger."""
+    if rows is not None and not isinstance(rows, Iterable):
+        raise TypeError("a dry run reads rows given in code from a plain iterable, not an async one")
+    source, mapper, records = open_input(options, rows, transform)
+    result = DryRunResult(Tally())
+    base = (options.base_url or "").rstrip("/")
+    try:
+        for record in records:
+            if record is None:
+                continue
+            mapped = mapper.map(record)
+            if isinstance(mapped, Request):
+                result.tally.by_status[Status.OK] += 1
+                if len(result.samples) < samples:
+                    result.samples.append((options.method, base + mapped.path, mapped.body))
+            else:
+                status = Status(mapped.status)
+                result.tally.add(
+                    RowResult(mapped.row, mapped.line, mapped.key, status, None, 0, mapped.reason)
+                )
+                if len(result.rejected) < samples:
+                    result.rejected.append(mapped)
+    finally:
+        source.close()
+    return result

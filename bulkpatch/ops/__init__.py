@@ -1,0 +1,1 @@
+"""Reads of the live API: export, plan, verify and the comparison beneath them."""

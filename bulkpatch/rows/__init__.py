@@ -1,0 +1,1 @@
+"""Rows in: reading CSV/JSONL, typed columns, mapping a row to a request, the workload schema."""
