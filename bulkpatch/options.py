@@ -45,10 +45,13 @@ class RunOptions:
     retry_unsafe: bool = False
     #: seconds the API may stay unreachable (every connection refused) before the run stops
     max_outage: float = 300.0
-    #: sync state database (SQLite): rows whose request was applied last time are not sent
+    #: the memory (SQLite) to use, and heal: every key that failed is sent again; None: the memory
+    #: beside the ledger (``bulkpatch-memory.db``), failed rows resumed as the ledger says
     state: str | None = None
-    #: with ``state``: send every row anyway, and refresh the state
+    #: send every row, whatever the memory proves (it still records what is applied)
     full: bool = False
+    #: archived ledgers of a changed input kept beside the ledger (the oldest removed first)
+    keep_ledgers: int = 7
     #: read the live workloads first and send only the rows that change something
     only_changed: bool = False
     #: (K, N): send only the rows whose key hashes to shard K of N; None: every row
@@ -132,8 +135,8 @@ class RunOptions:
         if (self.state or self.shard) and not PathTemplate(self.path).fields:
             # Without a {field} in the path every row has the same (empty) key.
             raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
-        if self.full and not self.state:
-            raise ConfigError("--full goes with --state FILE")
+        if self.keep_ledgers < 0:
+            raise ConfigError(f"--keep-ledgers must be 0 or more, got {self.keep_ledgers}")
         if not self.ledger and not self.dry_run and is_stream(self.input):
             raise ConfigError(
                 f"reading {self.input} (a pipe) needs --ledger PATH to record and resume the run"
@@ -155,20 +158,35 @@ class RunOptions:
 
     @property
     def ledger_path(self) -> str:
-        """The ledger's path: ``--ledger``, else beside the input (one per shard)."""
-        return self.ledger or f"{self.input}{self.shard_suffix}.ledger.jsonl"
+        """The ledger's path: ``--ledger``, else beside the input; one per shard either way."""
+        if self.ledger is None:
+            return f"{self.input}{self.shard_suffix}.ledger.jsonl"
+        return self._per_shard(self.ledger)
 
     @property
     def state_path(self) -> str | None:
-        """The sync state's path; each shard keeps its own (they run at the same time)."""
-        if self.state is None or self.shard is None:
-            return self.state
-        stem, dot, ext = self.state.rpartition(".")
-        return (
-            f"{stem}{self.shard_suffix}.{ext}"
-            if dot and "/" not in ext
-            else f"{self.state}{self.shard_suffix}"
-        )
+        """``--state``'s path; each shard keeps its own (they run at the same time)."""
+        return None if self.state is None else self._per_shard(self.state)
+
+    @property
+    def memory_path(self) -> str | None:
+        """The memory: ``--state``, else ``bulkpatch-memory.db`` beside the ledger (one per
+        shard); None when the ledger is no regular file (``/dev/null``): such a run keeps no
+        records, so it proves nothing and sends every row."""
+        if self.state is not None:
+            return self.state_path
+        ledger = self.ledger_path
+        if os.path.exists(ledger) and not os.path.isfile(ledger):
+            return None
+        name = f"bulkpatch-memory{self.shard_suffix}.db"
+        return os.path.join(os.path.dirname(ledger), name)
+
+    def _per_shard(self, path: str) -> str:
+        """``path`` with the shard's suffix before its extension (``s.db`` → ``s.shard-0-of-4.db``)."""
+        if self.shard is None or path == os.devnull or (not os.path.isfile(path) and os.path.exists(path)):
+            return path
+        stem, dot, ext = path.rpartition(".")
+        return f"{stem}{self.shard_suffix}.{ext}" if dot and "/" not in ext else f"{path}{self.shard_suffix}"
 
     @property
     def shard_suffix(self) -> str:

@@ -28,9 +28,10 @@ from bulkpatch.mock.store import sample_workloads
 from bulkpatch.ops.verify import verify_rows
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import iter_records
+from bulkpatch.records.memory import Memory, Target
+from bulkpatch.records.memory_view import describe
 from bulkpatch.records.report import summarise, write_failed
 from bulkpatch.records.resume import RetryFailed
-from bulkpatch.records.sync_state import SyncState, describe
 from bulkpatch.rows.schema import Schema
 
 BASE = "http://api.test"
@@ -218,7 +219,7 @@ async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_pat
     ).execute()
     write(source, "workload_id,name\nw1,a\nw2,b\n")
     before = sorted(p.name for p in tmp_path.iterdir())
-    holder = SyncState(state, "another run", input_name="elsewhere.csv")
+    holder = Memory(state, Target("PATCH", BASE, "/other/{id}", {}), input_name="elsewhere.csv")
     try:
         with pytest.raises(ConfigError):
             await Run(

@@ -182,13 +182,18 @@ def test_run_only_changed_sends_just_the_rows_that_change_and_verify_reads_them_
         assert "verified through GET: 300 of 300 rows match" in result.output
         records = [r for r in iter_records(f"{source}.ledger.jsonl") if r["type"] == "row"]
         assert sorted({str(r["status"]) for r in records}) == ["ok", "unchanged"] and len(records) == 300
-        # Someone changes a workload behind our back: --verify says so.
-        first = rows[1][0]
+        # Someone changes a workload behind our back: the next --only-changed run puts it right
+        # (one request), and verify, run after another change, says so.
+        first = rows[0][0]
         mock.api.store.update(first, {"name": "changed-live"})
+        sent = sum(mock.api.counters.patches.values())
         again = CliRunner().invoke(
-            cli, ["run", str(source), "--base-url", mock.url, "--verify", "--no-progress"]
+            cli, ["run", str(source), "--base-url", mock.url, "--verify", "--no-progress", "--only-changed"]
         )
-        assert again.exit_code == 1 and "1 differ" in again.output
+        assert again.exit_code == 0 and sum(mock.api.counters.patches.values()) == sent + 1
+        mock.api.store.update(first, {"name": "changed-live"})
+        drift = CliRunner().invoke(cli, ["verify", str(source), "--base-url", mock.url])
+        assert drift.exit_code == 1 and "1 differ" in drift.output, drift.output
 
 
 def test_only_changed_needs_a_file_and_the_workload_endpoint(tmp_path: Path) -> None:

@@ -9,12 +9,11 @@ from fakes import write
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
+from bulkpatch.records.ledger_file import input_identity, open_ledger
 from bulkpatch.records.resume import (
     LedgerIndex,
     RetryFailed,
     fingerprint,
-    input_identity,
-    open_ledger,
     rejection_fingerprint,
     request_prefix,
 )

@@ -121,10 +121,19 @@ if TYPE_CHECKING:
 @click.option(
     "--state",
     type=click.Path(dir_okay=False),
-    help="Sync state (SQLite): send only rows whose request differs from the one last applied"
-    " to their key, and every key that failed before. For nightly syncs.",
+    envvar="BULKPATCH_STATE",
+    help="The memory (SQLite) of what was last applied per key, shared by every run that names it;"
+    " and heal: every key that failed before is sent again. For nightly syncs. Without it the"
+    " memory is bulkpatch-memory.db beside the ledger. [env: BULKPATCH_STATE]",
 )
-@click.option("--full", is_flag=True, help="With --state: send every row, and refresh the state.")
+@click.option("--full", is_flag=True, help="Send every row, whatever the memory proves applied.")
+@click.option(
+    "--keep-ledgers",
+    type=click.IntRange(min=0),
+    default=7,
+    show_default=True,
+    help="Archived ledgers of a changed input to keep beside the ledger; older ones are removed.",
+)
 @click.option(
     "--shard",
     metavar="K/N",
@@ -191,6 +200,7 @@ def run(
     limit: int | None,
     state: str | None,
     full: bool,
+    keep_ledgers: int,
     shard: str | None,
     only_changed: bool,
     verify_after: bool,
@@ -243,6 +253,7 @@ def run(
         limit=limit,
         state=state,
         full=full,
+        keep_ledgers=keep_ledgers,
         shard=parse_shard(shard, dict(os.environ)) if shard else None,
         only_changed=only_changed,
         dry_run=dry_run,

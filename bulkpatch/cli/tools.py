@@ -58,28 +58,49 @@ def report(ledgers: tuple[str, ...], as_json: bool, failed_out: str | None, inpu
 @click.argument("state_file", metavar="FILE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
-    "--failing", type=click.IntRange(0), default=20, show_default=True, help="Failing keys to list."
+    "--failing",
+    type=click.IntRange(0, 1_000_000),
+    default=20,
+    show_default=True,
+    help="Failing keys to list.",
 )
-def state_command(state_file: str, as_json: bool, failing: int) -> int:
-    """Show a sync state database: recent runs, keys applied, keys failing now.
+@click.option(
+    "--gone", "list_gone", is_flag=True, help="List the keys the latest complete run's input no longer has."
+)
+def state_command(state_file: str, as_json: bool, failing: int, list_gone: bool) -> int:
+    """Show a memory database (--state, or bulkpatch-memory.db beside a ledger): targets, recent
+    runs, keys failing now; with --gone, the keys deleted at the source.
 
-    Exit status: 0 no key failing; 1 some keys failing (the next run sends them again).
+    Exit status: 0 no key failing; 1 some keys failing (the next run with --state sends them again).
+    With --gone: 0 always.
     """
-    from bulkpatch.records.sync_state import describe
+    from bulkpatch.records.memory_view import describe, gone
 
+    if list_gone:
+        keys = gone(state_file)
+        if as_json:
+            print_safely(lambda: click.echo(orjson.dumps(keys).decode()))
+        else:
+            print_safely(lambda: _print_gone(Stdout(), keys))
+        return 0
     found = describe(state_file, failing_shown=failing)
     if as_json:
         print_safely(lambda: click.echo(orjson.dumps(found).decode()))
     else:
         print_safely(lambda: _print_state(Stdout(), state_file, found))
-    return 1 if any(found["failing_counts"].values()) else 0
+    return 1 if any(t["failing"] for t in found["targets"]) else 0
+
+
+def _print_gone(out: Console, keys: list[dict[str, Any]]) -> None:
+    for g in keys:
+        out.print(f"{g['key']}\t{g['target']}", markup=False, highlight=False)
 
 
 def _print_state(out: Console, path: str, found: dict[str, Any]) -> None:
-    out.print(f"[bold]sync state[/] {path}", highlight=False)
-    for target, applied in sorted(found["applied"].items()):
+    out.print(f"[bold]memory[/] {path}", highlight=False)
+    for t in found["targets"]:
         out.print(
-            f"  {target}: {applied:,} keys applied, {found['failing_counts'].get(target, 0):,} failing",
+            f"  {t['target']}: {t['applied']:,} keys applied, {t['failing']:,} failing, {t['gone']:,} gone",
             markup=False,
         )
     if found["runs"]:
@@ -87,12 +108,14 @@ def _print_state(out: Console, path: str, found: dict[str, Any]) -> None:
         for r in found["runs"]:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
             counts = "  ".join(
-                f"{k} {r[k]:,}" for k in ("sent", "ok", "failed", "invalid", "unchanged") if r[k]
+                f"{k} {r[k]:,}"
+                for k in ("sent", "ok", "failed", "invalid", "unchanged", "gone")
+                if isinstance(r[k], int) and r[k]
             )
             outcome = r["outcome"] or "did not end (still running, or killed)"
             out.print(f"  #{r['id']}  {started} UTC  {outcome}  {counts}  {r['input']}", markup=False)
     if found["failing"]:
-        out.print("failing keys (sent again by the next run):")
+        out.print("failing keys (sent again by the next run with --state):")
         for f in found["failing"]:
             code = f" HTTP {f['http_status']}" if f["http_status"] else ""
             out.print(f"  {f['key']}  {f['status']}{code}  {f['error'] or ''}", markup=False)

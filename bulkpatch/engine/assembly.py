@@ -16,6 +16,7 @@ from bulkpatch.http.redact import Redactor
 from bulkpatch.http.transport import AiohttpTransport, Transport
 from bulkpatch.http.worker_processes import ProcessTransport
 from bulkpatch.options import RunOptions
+from bulkpatch.records.memory import Target
 from bulkpatch.rows.mapping import BODYLESS, Mapper, PathTemplate
 from bulkpatch.rows.reader import Format, InputFile, Record, RowsInput
 
@@ -136,6 +137,16 @@ def auth_for(
             transport, url, options.client_id, options.client_secret, on_renew=on_renew, on_token=redact.add
         )
     return NoAuth()
+
+
+def target_for(options: RunOptions) -> Target:
+    """The run's target in the memory: method, base URL, path template, headers, credentials."""
+    credential, secret = "", False
+    if options.client_id:
+        credential = f"client {options.client_id}"
+    elif options.token:
+        credential, secret = options.token, True
+    return Target(options.method, options.base_url or "", options.path, options.headers, credential, secret)
 
 
 def loggable(options: RunOptions) -> dict[str, Any]:

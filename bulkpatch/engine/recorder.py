@@ -1,7 +1,8 @@
-"""Where a finished row goes: the ledger, the resume index, the tally and the sync state.
+"""Where a finished row goes: the ledger, the resume index, the tally and the memory.
 
-One call records a row everywhere it must be known, so no path through the run can record it in
-one place and forget another. An ``on_result`` callback (the library's) sees each outcome last.
+The one writer of outcomes: one call records a row everywhere it must be known, so no path
+through the run can record it in one place and forget another. An ``on_result`` callback (the
+library's) sees each outcome last.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bulkpatch.records.ledger import LedgerWriter, RowResult
+from bulkpatch.records.memory import Memory
 from bulkpatch.records.resume import LedgerIndex
 from bulkpatch.records.stats import Tally
-from bulkpatch.records.sync_state import SyncState
 
 
 class Recorder:
@@ -22,26 +23,19 @@ class Recorder:
         writer: LedgerWriter,
         index: LedgerIndex,
         tally: Tally,
-        state: SyncState | None = None,
+        memory: Memory | None = None,
         on_result: Callable[[RowResult], None] | None = None,
     ) -> None:
         self.writer = writer
         self.index = index
         self.tally = tally
-        self.state = state
+        self.memory = memory
         self._on_result = on_result
         # Bound once: this runs once per row.
         self._write = writer.write
         self._set = index.set
         self._add = tally.add
-        self._remember = state.record if state is not None else None
-
-    def carry(self, result: RowResult) -> None:
-        """Copy an outcome an earlier ledger proved into this one, without counting it as this run's."""
-        self._write(result)
-        self._set(result)
-        if self._remember is not None:
-            self._remember(result)
+        self._remember = memory.record if memory is not None else None
 
     def record(self, result: RowResult) -> None:
         self._write(result)

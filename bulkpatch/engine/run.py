@@ -33,6 +33,7 @@ from bulkpatch.engine.assembly import (
     loggable,
     open_input,
     redactor_for,
+    target_for,
     transport_for,
 )
 from bulkpatch.engine.intake import Intake
@@ -47,10 +48,11 @@ from bulkpatch.errors import BulkPatchError
 from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.ledger_file import OpenLedger, input_identity, open_ledger
+from bulkpatch.records.memory import Memory
 from bulkpatch.records.results import RunResult, RunStatus
-from bulkpatch.records.resume import OpenLedger, input_identity, open_ledger, request_prefix
+from bulkpatch.records.resume import request_prefix
 from bulkpatch.records.stats import Tally
-from bulkpatch.records.sync_state import SyncState, target_of
 from bulkpatch.rows.mapping import Request
 from bulkpatch.rows.reader import RowsInput
 
@@ -152,23 +154,34 @@ class Run:
         own = None if self._transport is not None else transport_for(options)
         transport: Transport = self._transport or own  # type: ignore[assignment]
         ledger: OpenLedger | None = None
-        state: SyncState | None = None
+        memory: Memory | None = None
+        complete = False
+        outcome: str | None = None
         try:
             binding["format"] = source.format.value
-            if options.state_path is not None:  # first: a busy state must refuse before the ledger moves
-                target = target_of(options.base_url or "", options.method, options.path)
-                state = SyncState(options.state_path, target, input_name=options.input, full=options.full)
-            ledger = open_ledger(options.ledger_path, binding, input_name=None if in_code else options.input)
+            memory_path = options.memory_path
+            if memory_path is not None:  # first: a busy memory must refuse before the ledger moves
+                memory = Memory(memory_path, target_for(options), input_name=options.input, full=options.full)
+            ledger = open_ledger(
+                options.ledger_path,
+                binding,
+                input_name=None if in_code else options.input,
+                keep=options.keep_ledgers,
+            )
             if ledger.archived is not None:
                 self._say(
-                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived};"
-                    f" rows it applied with the same request are not sent again"
+                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived}"
+                    + (
+                        f" (removed {len(ledger.pruned)} older one(s) beyond --keep-ledgers)"
+                        if ledger.pruned
+                        else ""
+                    )
                 )
             writer = ledger.writer
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
-            recorder = Recorder(writer, ledger.index, self.tally, state, self._on_result)
+            recorder = Recorder(writer, ledger.index, self.tally, memory, self._on_result)
             async with contextlib.AsyncExitStack() as stack:
                 if own is not None:
                     await stack.enter_async_context(own)
@@ -177,20 +190,24 @@ class Run:
                 self.intake = intake = Intake(
                     records,
                     mapper,
-                    recorder,
+                    recorder.record,
+                    ledger.index,
                     prefix=request_prefix(options.method, options.base_url or ""),
+                    memory=memory,
                     retry_failed=options.retry_failed,
+                    heal=options.state is not None,
+                    full=options.full,
                     limit=options.limit,
-                    state=state,
                     stopping=lambda: self.stop_token.stopped,
                     on_error=self._fail,
                     shard=options.shard,
-                    carried=ledger.carried,
                     unchanged=unchanged,
                 )
                 self.started = time.monotonic()
                 cpu_started = time.process_time()
                 writer.write_event("run", event="start", pid=os.getpid(), options=loggable(options))
+                if memory is not None:
+                    memory.attach_ledger(options.ledger_path, writer.size)
                 interrupted = await self._drive(intake, sender, recorder, source, handle_signals)
                 elapsed = time.monotonic() - self.started
                 cpu = time.process_time() - cpu_started
@@ -202,18 +219,15 @@ class Run:
                 requests=sender.requests,
                 **self.tally.as_dict(),
             )
-            if state is not None:
-                counts = {s.value: n for s, n in self.tally.by_status.items()}
-                sent = self.tally.by_status[Status.OK] + self.tally.by_status[Status.FAILED]
-                state.close(
-                    outcome, {**counts, "rows": intake.rows_read, "sent": sent, "requests": sender.requests}
-                )
+            complete = intake.complete and outcome == "finished"
         finally:
             source.close()
-            if state is not None:
-                state.close()
-            if ledger is not None:
-                ledger.close()
+            try:
+                if memory is not None:
+                    memory.close(outcome, self._counts(), complete=complete)
+            finally:
+                if ledger is not None:
+                    ledger.close()
         result = RunResult(
             tally=self.tally,
             state=ledger.index.counts(),
@@ -228,6 +242,8 @@ class Run:
             processes=options.processes,
             requests=sender.requests,
             changed=intake.changed,
+            gone=memory.gone if memory is not None else 0,
+            memory_path=memory.path if memory is not None else None,
             repeated_keys=intake.repeated_keys,
             archived_ledger=ledger.archived,
             state_path=options.state_path,
@@ -241,6 +257,14 @@ class Run:
             self._fatal.result = result
             raise self._fatal
         return result
+
+    def _counts(self) -> dict[str, int]:
+        """The run's line in the memory: outcomes, rows read, rows sent, requests."""
+        counts = {s.value: n for s, n in self.tally.by_status.items()}
+        counts["sent"] = self.tally.by_status[Status.OK] + self.tally.by_status[Status.FAILED]
+        counts["rows"] = self.intake.rows_read if self.intake is not None else 0
+        counts["requests"] = self.sender.requests if self.sender is not None else 0
+        return counts
 
     async def _plan(self, transport: Transport) -> Callable[[int], bool]:
         """``--only-changed``: read the live workloads first; rows already equal are not sent."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from bulkpatch.errors import BulkPatchError, ConfigError
 from bulkpatch.records.ledger import RowResult, iter_records
-from bulkpatch.records.resume import file_sha256
+from bulkpatch.records.ledger_file import file_sha256
 from bulkpatch.rows.columns import ANNOTATION_KEY
 from bulkpatch.rows.reader import InputFile
 

@@ -125,8 +125,14 @@ def parse_fp(value: object) -> int:
 
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield every well-formed record of a ledger; torn or garbled lines are skipped."""
+    return iter_records_from(path, 0)
+
+
+def iter_records_from(path: str | os.PathLike[str], offset: int) -> Iterator[dict[str, Any]]:
+    """``iter_records`` from byte ``offset`` on (a line boundary the writer reported)."""
     loads = orjson.loads
     with open(path, "rb") as f:
+        f.seek(offset)
         for line in f:
             try:
                 data = loads(line)
@@ -199,6 +205,14 @@ class LedgerWriter:
             self.error = LedgerError(f"cannot write ledger {self.path}: {exc.strerror}")
             if self.on_error is not None:
                 self.on_error(self.error)
+
+    def size(self) -> int:
+        """Flush, then the bytes the file holds (what a crash would leave)."""
+        self.flush()
+        try:
+            return os.fstat(self._fd).st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         if self._fd < 0:

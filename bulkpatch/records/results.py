@@ -84,8 +84,12 @@ class RunResult:
     repeated_keys: int = 0
     #: where the ledger of an earlier run was kept because the input had changed since
     archived_ledger: str | None = None
-    #: the sync state database, when the run used one
+    #: ``--state``, when the run was given one
     state_path: str | None = None
+    #: the memory the run used (``--state``, or the one beside the ledger), or None
+    memory_path: str | None = None
+    #: keys the previous complete run had and this run's input has not (deleted at the source)
+    gone: int = 0
     #: rows left to the other shards (``--shard``), and this run's shard (K, N)
     other_shards: int = 0
     shard: tuple[int, int] | None = None

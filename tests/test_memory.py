@@ -1,4 +1,4 @@
-"""Issue 11: know what was applied, not which row number; nightly syncs send only changes."""
+"""The memory: what was last applied per target and key; nightly syncs send only changes."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status, iter_records
+from bulkpatch.records.memory import Memory, Target
+from bulkpatch.records.memory_view import describe
 from bulkpatch.records.results import RunResult
-from bulkpatch.records.sync_state import SyncState, describe, target_of
 
 BASE = "http://api.test"
 
@@ -75,7 +76,7 @@ async def test_nightly_sync_sends_only_changes_and_heals_failures(tmp_path: Path
     names |= {"w3": "changed", "w150": "changed"}
     second = await night(api, inventory(tmp_path / "inventory.csv", names), state)
     assert sorted(api.sent) == ["w150", "w3", "w7"]  # the changes, and yesterday's failure
-    assert second.already_done == 197  # proved applied by the ledger of yesterday's file
+    assert second.tally.by_status[Status.UNCHANGED] == 197  # proved applied by the memory
     assert second.exit_code == 0 and second.archived_ledger is not None  # the old ledger kept
     assert api.store["w7"] == "n7" and api.store["w3"] == "changed"
 
@@ -100,15 +101,16 @@ async def test_the_state_never_claims_a_failed_request_applied(tmp_path: Path) -
     state = tmp_path / "sync.db"
     await night(api, inventory(tmp_path / "in.csv", {"w1": "a", "w2": "b"}), state)
     db = sqlite3.connect(state)
-    applied = {k for (k,) in db.execute("SELECT key FROM applied")}
-    failing = dict(db.execute("SELECT key, error FROM failing").fetchall())
+    applied = {k for (k,) in db.execute("SELECT key FROM keys WHERE fp IS NOT NULL")}
+    failing = dict(db.execute("SELECT key, error FROM keys WHERE status IS NOT NULL").fetchall())
     runs = db.execute("SELECT outcome, ok, failed FROM runs").fetchall()
     db.close()
     assert applied == {"w2"} and set(failing) == {"w1"} and "HTTP 500" in failing["w1"]
     assert runs == [("finished", 1, 1)]
     found = describe(str(state))
-    target = target_of(BASE, "PATCH", "/api/workload_management/v5/workloads/{workload_id}")
-    assert found["failing"][0]["key"] == "w1" and found["applied"] == {target: 1}
+    target = f"PATCH {BASE}/api/workload_management/v5/workloads/{{workload_id}}"
+    assert found["failing"][0]["key"] == "w1"
+    assert [(t["target"], t["applied"], t["failing"]) for t in found["targets"]] == [(target, 1, 1)]
 
 
 async def test_a_key_twice_in_one_input_is_never_taken_for_unchanged(tmp_path: Path) -> None:
@@ -122,34 +124,37 @@ async def test_a_key_twice_in_one_input_is_never_taken_for_unchanged(tmp_path: P
     assert api.sent == ["w1", "w1"] and api.store["w1"] == "NEW"
 
 
+T = Target("PATCH", BASE, "/w/{id}", {})
+
+
 def test_one_run_at_a_time_per_state_file(tmp_path: Path) -> None:
-    first = SyncState(str(tmp_path / "s.db"), "t", input_name="x")
+    first = Memory(str(tmp_path / "s.db"), T, input_name="x")
     with pytest.raises(ConfigError, match="in use by another bulkpatch run"):
-        SyncState(str(tmp_path / "s.db"), "t", input_name="x")
+        Memory(str(tmp_path / "s.db"), T, input_name="x")
     first.close()
-    SyncState(str(tmp_path / "s.db"), "t", input_name="x").close()
+    Memory(str(tmp_path / "s.db"), T, input_name="x").close()
 
 
 def test_a_file_that_is_no_database_is_refused(tmp_path: Path) -> None:
     not_db = write(tmp_path / "notes.txt", "precious notes\n" * 100)
-    with pytest.raises(ConfigError, match="not a bulkpatch state database"):
-        SyncState(str(not_db), "t", input_name="x")
+    with pytest.raises(ConfigError, match="not a bulkpatch memory database"):
+        Memory(str(not_db), T, input_name="x")
     assert not_db.read_text() == "precious notes\n" * 100
 
 
 def test_state_writes_are_batched_and_flushed_on_close(tmp_path: Path) -> None:
     clock = FakeClock()
-    state = SyncState(str(tmp_path / "s.db"), "t", input_name="x", commit_every=1.0, clock=clock)
+    state = Memory(str(tmp_path / "s.db"), T, input_name="x", commit_every=1.0, clock=clock)
     state.record(RowResult(1, 2, "w1", Status.OK, 204, 1, fp=5))
     peek = sqlite3.connect(tmp_path / "s.db")
-    assert peek.execute("SELECT count(*) FROM applied").fetchone() == (0,)  # not yet committed
+    assert peek.execute("SELECT count(*) FROM keys").fetchone() == (0,)  # not yet committed
     clock.now += 1.0
     state.record(RowResult(2, 3, "w2", Status.OK, 204, 1, fp=6))
-    assert peek.execute("SELECT count(*) FROM applied").fetchone() == (2,)
+    assert peek.execute("SELECT count(*) FROM keys").fetchone() == (2,)
     state.close("finished", {"ok": 2})
     peek.close()
-    again = SyncState(str(tmp_path / "s.db"), "t", input_name="x")
-    assert again.lookup(["w1", "w2", "w3"]) == ({"w1": 5, "w2": 6}, set())
+    again = Memory(str(tmp_path / "s.db"), T, input_name="x")
+    assert again.lookup(["w1", "w2", "w3"]) == {"w1": (5, False), "w2": (6, False)}
     again.close()
 
 
@@ -172,7 +177,7 @@ async def test_a_row_changed_past_the_first_mib_is_sent_not_skipped(tmp_path: Pa
     api.transport.calls.clear()
     result = await Run(opts, transport=api.transport).execute()
     assert len(api.sent) == 50 and result.exit_code == 0 and result.changed == 50
-    assert result.archived_ledger is not None and result.already_done == 29_950
+    assert result.archived_ledger is not None and result.tally.by_status[Status.UNCHANGED] == 29_950
     assert all(api.store[f"w{i:06d}"].startswith("NAME") for i in range(29_950, 30_000))
 
 
@@ -189,7 +194,8 @@ async def test_different_stdin_content_against_an_old_ledger_is_sent(tmp_path: P
 
     await piped({f"w{i}": "a" for i in range(300)})
     second = await piped({f"v{i}": "b" for i in range(300)})
-    assert len(api.sent) == 300 and second.changed == 300 and second.already_done == 0
+    # Other keys: sent; nothing "changed" (the memory never applied anything to them).
+    assert len(api.sent) == 300 and second.changed == 0 and second.already_done == 0
     third = await piped({f"v{i}": "b" for i in range(300)})
     assert api.sent == [] and third.already_done == 300
 
@@ -252,7 +258,7 @@ def test_kill_9_mid_sync_then_the_same_command_applies_every_row(tmp_path: Path)
             assert api.api.store.get(w["id"])["name"] == f"moved-{i}"  # type: ignore[index]
         twice = sum(n - 1 for n in api.api.counters.patches.values())
         db = sqlite3.connect(state)
-        applied = db.execute("SELECT count(*) FROM applied").fetchone()[0]
+        applied = db.execute("SELECT count(fp) FROM keys").fetchone()[0]
         db.close()
         assert applied == rows  # state and ledger agree: every key applied
         sent = sum(api.api.counters.patches.values())
@@ -260,12 +266,12 @@ def test_kill_9_mid_sync_then_the_same_command_applies_every_row(tmp_path: Path)
         _, err = third.communicate(timeout=60)
         assert third.returncode == 0, err
         assert sum(api.api.counters.patches.values()) == sent  # nothing left to send
-    assert twice <= 4 * 32, twice
+    assert twice <= 32, twice  # at most the rows in flight at the kill
 
 
 def test_a_batch_is_pending_until_every_key_of_it_has_its_answer(tmp_path: Path) -> None:
     clock = FakeClock()
-    state = SyncState(str(tmp_path / "s.db"), "t", input_name="x", commit_every=1.0, clock=clock)
+    state = Memory(str(tmp_path / "s.db"), T, input_name="x", commit_every=1.0, clock=clock)
     state.intend(["w1", "w2"])
     peek = sqlite3.connect(tmp_path / "s.db")
     assert peek.execute("SELECT keys FROM pending").fetchall() == [('["w1","w2"]',)]  # before any send
@@ -273,11 +279,11 @@ def test_a_batch_is_pending_until_every_key_of_it_has_its_answer(tmp_path: Path)
     state.commit()
     assert peek.execute("SELECT count(*) FROM pending").fetchone() == (1,)  # w2 has no answer yet
     state.close()  # killed or stopped here: w2's request may have landed
-    again = SyncState(str(tmp_path / "s.db"), "t", input_name="x")
-    assert again.lookup(["w1", "w2"]) == ({"w1": 5}, {"w2"})  # w2 is sent again, whatever it maps to
-    assert peek.execute("SELECT status FROM failing WHERE key = 'w2'").fetchall() == [("pending",)]
+    again = Memory(str(tmp_path / "s.db"), T, input_name="x")
+    assert again.lookup(["w1", "w2"]) == {"w1": (5, False), "w2": (0, True)}  # w2: no proof of anything
+    assert peek.execute("SELECT status FROM keys WHERE key = 'w2'").fetchall() == [("pending",)]
     assert peek.execute("SELECT count(*) FROM pending").fetchone() == (0,)
     again.record(RowResult(1, 2, "w2", Status.OK, 204, 1, fp=6))
     again.close("finished")
-    assert peek.execute("SELECT count(*) FROM failing").fetchone() == (0,)
+    assert peek.execute("SELECT count(status) FROM keys").fetchone() == (0,)
     peek.close()
