@@ -150,7 +150,7 @@ def test_a_cut_page_is_asked_again_smaller_and_nothing_is_lost_or_repeated() -> 
 
     out = io.BytesIO()
     transport = MockTransport(answer)
-    reader = LiveReader(transport, "http://api.test", page_size=32)
+    reader = LiveReader(transport, "http://api.test", page_size=32, body_limit=BODY_KEEP)
     result = asyncio.run(export_workloads(reader, out, fmt=Format.JSONL))
     ids = [orjson.loads(line)["workload_id"] for line in out.getvalue().splitlines()]
     assert ids == [w["id"] for w in fleet] and result.written == 40

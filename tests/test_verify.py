@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from fakes import ThreadedMock
 
@@ -67,3 +68,40 @@ async def test_verify_rows_for_run_verify(tmp_path: Path) -> None:
         first["id"],
         Diff("attributes.site", first["attributes"]["site"], "fra9"),
     )
+
+
+@pytest.mark.slow
+def test_a_canary_run_verifies_only_its_own_rows(tmp_path: Path) -> None:
+    from bulkpatch.cli.main import cli
+
+    source = migration(tmp_path, 300)
+    with ThreadedMock(MockConfig(require_auth=False, workloads=300)) as mock:
+        args = ["run", str(source), "--base-url", mock.url, "--limit", "50", "--verify", "--no-progress"]
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "verified through GET: 50 of 50 rows match" in result.output
+
+
+@pytest.mark.slow
+def test_only_changed_and_dry_run_read_whole_pages_like_plan(tmp_path: Path) -> None:
+    """run --only-changed kept 64 KiB of an answer and halved its batches; a dry run ignored it."""
+    from bulkpatch.cli.main import cli
+
+    big = [{**w, "attributes": {**w["attributes"], "notes": "n" * 2000}} for w in sample_workloads(200)]
+    seed = tmp_path / "seed.jsonl"
+    seed.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in big))
+    rows = [
+        {"workload_id": w["id"], "name": w["name"] + (".v2" if i < 10 else "")} for i, w in enumerate(big)
+    ]
+    source = tmp_path / "names.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    with ThreadedMock(MockConfig(require_auth=False, seed_file=str(seed))) as mock:
+        base = ["run", str(source), "--base-url", mock.url, "--only-changed", "--no-progress"]
+        dry = CliRunner().invoke(cli, [*base, "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert "10 would be sent" in dry.output and "190 already equal live" in dry.output
+        assert sum(mock.api.counters.patches.values()) == 0
+        real = CliRunner().invoke(cli, base)
+        assert real.exit_code == 0, real.output
+        assert "came back cut" not in real.output + (real.stderr or "")
+        assert sum(mock.api.counters.patches.values()) == 10

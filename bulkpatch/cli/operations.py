@@ -26,9 +26,6 @@ if TYPE_CHECKING:  # the engine is imported when a command runs, not for --help
     from bulkpatch.ops.verify import VerifyResult
     from bulkpatch.options import RunOptions
 
-#: bytes of an answer kept when reading workloads: a page of 100 full workloads is ~68 KB, more
-#: than a run keeps of an error body
-_READ_LIMIT = 8 << 20
 
 _CLIP = 60
 
@@ -92,12 +89,10 @@ class _Ticker:
 
 
 def _transport(options: RunOptions) -> Transport:
-    from bulkpatch.engine.assembly import base_headers
-    from bulkpatch.http.transport import AiohttpTransport
+    from bulkpatch.engine.assembly import transport_for
+    from bulkpatch.ops.live import READ_LIMIT
 
-    return AiohttpTransport(
-        limit=10, timeout=options.timeout, headers=base_headers(options), body_limit=_READ_LIMIT
-    )
+    return transport_for(options, body_limit=READ_LIMIT)
 
 
 def _warn(line: str) -> None:
@@ -144,9 +139,7 @@ def export(output: str, fmt: str | None, columns: str | None, page_size: int, **
     async def go() -> Any:
         transport = _transport(options)
         try:
-            reader = LiveReader.for_options(
-                options, transport, notice=_warn, page_size=page_size, body_limit=_READ_LIMIT
-            )
+            reader = LiveReader.for_options(options, transport, notice=_warn, page_size=page_size)
             with Output(output) as out:
                 return await export_workloads(
                     reader, out, fmt=chosen, columns=picked, filters=filters, on_progress=ticker
@@ -229,7 +222,6 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
                 snapshot=snapshot,
                 notice=_warn,
                 on_progress=ticker,
-                body_limit=_READ_LIMIT,
             )
         finally:
             await transport.close()
@@ -249,15 +241,17 @@ def _default_snapshot(input: str) -> str | None:
     return f"{base}.before.{ext}" if dot else f"{stem}.before"
 
 
-async def read_back(options: RunOptions, on_progress: Callable[[int], None] | None = None) -> VerifyResult:
+async def read_back(
+    options: RunOptions,
+    on_progress: Callable[[int], None] | None = None,
+    only: Callable[[int], bool] | None = None,
+) -> VerifyResult:
     """Compare the live workloads with the input's rows (``verify``, ``run --verify``)."""
     from bulkpatch.ops.verify import verify_rows
 
     transport = _transport(options)
     try:
-        return await verify_rows(
-            options, transport, notice=_warn, on_progress=on_progress, body_limit=_READ_LIMIT
-        )
+        return await verify_rows(options, transport, notice=_warn, on_progress=on_progress, only=only)
     finally:
         await transport.close()
 

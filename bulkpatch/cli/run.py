@@ -283,11 +283,14 @@ def run(
 
     from bulkpatch.cli.display import print_summary
 
+    # --limit N --verify reads back this run's rows only (at most N of them, by row number).
+    this_run: set[int] | None = set() if verify_after and options.limit else None
+    on_result = (lambda r: this_run.add(r.row)) if this_run is not None else None
     with _event_log(log_json) as events:
         try:
             result = run_loop(
                 run_with_progress(
-                    Run(options, events=events, notice=notice),
+                    Run(options, events=events, notice=notice, on_result=on_result),
                     err,
                     live=live,
                     quiet=quiet,
@@ -302,15 +305,16 @@ def run(
             raise
     print_safely(lambda: print_summary(out, result, command=command))
     if verify_after and not result.interrupted:
-        return max(result.exit_code, _verify(options, out))
+        return max(result.exit_code, _verify(options, out, this_run))
     return result.exit_code
 
 
-def _verify(options: RunOptions, out: Console) -> int:
-    """``--verify``: read the workloads back; 1 when some live value differs from the input."""
+def _verify(options: RunOptions, out: Console, rows: set[int] | None = None) -> int:
+    """``--verify``: read the workloads back (``rows``, when given: only those); 1 when some
+    live value differs from the input."""
     from bulkpatch.cli.operations import read_back
 
-    found = run_loop(read_back(options))
+    found = run_loop(read_back(options, only=rows.__contains__ if rows is not None else None))
     print_safely(
         lambda: out.print(
             f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
@@ -364,7 +368,9 @@ def _print_dry_run(out: Console, found: Any) -> None:
     by = found.tally.by_status
     out.print(
         f"dry run: {found.tally.total:,} rows: {by[Status.OK]:,} would be sent, "
-        f"{by[Status.INVALID]:,} invalid, {by[Status.SKIPPED]:,} skipped; nothing sent"
+        f"{by[Status.INVALID]:,} invalid, {by[Status.SKIPPED]:,} skipped"
+        + (f", {by[Status.UNCHANGED]:,} already equal live" if by[Status.UNCHANGED] else "")
+        + "; nothing sent"
     )
     for method, url, body in found.samples:
         out.print(f"  {method} {url}", markup=False)

@@ -97,9 +97,14 @@ def ensure_open_files(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def transport_for(options: RunOptions) -> AiohttpTransport | ProcessTransport:
-    """The HTTP client the options ask for: in this process, or in ``--processes`` workers."""
+def transport_for(
+    options: RunOptions, *, body_limit: int | None = None
+) -> AiohttpTransport | ProcessTransport:
+    """The HTTP client the options ask for: in this process, or in ``--processes`` workers;
+    ``body_limit`` (bytes of an answer kept) for live reads, always in this process."""
     headers = base_headers(options)
+    if body_limit is not None:
+        return AiohttpTransport(limit=10, timeout=options.timeout, headers=headers, body_limit=body_limit)
     if options.processes > 1:
         return ProcessTransport(
             processes=options.processes,

@@ -1,12 +1,17 @@
-"""A dry run: read, map and validate every row, show a sample of the requests, send nothing."""
+"""A dry run: read, map and validate every row, show a sample of the requests, send nothing.
+
+With ``--only-changed`` it reads the live workloads first, as the run would, and counts the rows
+already equal as ``unchanged``: what it shows is what the run would send.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+import asyncio
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkpatch.engine.assembly import Transform, open_input
+from bulkpatch.engine.assembly import Transform, auth_for, open_input, redactor_for, transport_for
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.stats import Tally
@@ -32,6 +37,7 @@ def dry_run(
     """Read, map and validate every row; send nothing, write no ledger."""
     if rows is not None and not isinstance(rows, Iterable):
         raise TypeError("a dry run reads rows given in code from a plain iterable, not an async one")
+    unchanged = asyncio.run(live_unchanged(options)) if options.only_changed else None
     source, mapper, records = open_input(options, rows, transform)
     result = DryRunResult(Tally())
     base = (options.base_url or "").rstrip("/")
@@ -41,6 +47,9 @@ def dry_run(
                 continue
             mapped = mapper.map(record)
             if isinstance(mapped, Request):
+                if unchanged is not None and unchanged(mapped.row):
+                    result.tally.by_status[Status.UNCHANGED] += 1
+                    continue
                 result.tally.by_status[Status.OK] += 1
                 if len(result.samples) < samples:
                     result.samples.append((options.method, base + mapped.path, mapped.body))
@@ -54,3 +63,14 @@ def dry_run(
     finally:
         source.close()
     return result
+
+
+async def live_unchanged(options: RunOptions) -> Callable[[int], bool]:
+    """``--only-changed``: which rows the live workloads already hold (read, never written)."""
+    from bulkpatch.ops.live import READ_LIMIT
+    from bulkpatch.ops.plan import plan_rows
+
+    async with transport_for(options, body_limit=READ_LIMIT) as transport:
+        auth = auth_for(options, transport, redactor_for(options))
+        planned = await plan_rows(options, transport, auth=auth)
+    return lambda row: not planned.should_send(row)

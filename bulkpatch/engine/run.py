@@ -268,9 +268,14 @@ class Run:
 
     async def _plan(self, transport: Transport) -> Callable[[int], bool]:
         """``--only-changed``: read the live workloads first; rows already equal are not sent."""
+        from bulkpatch.ops.live import READ_LIMIT
         from bulkpatch.ops.plan import plan_rows
 
-        planned = await plan_rows(self.options, transport, auth=self._auth, notice=self._say)
+        if self._transport is None:  # our own client: a reader that keeps whole pages, as plan does
+            async with transport_for(self.options, body_limit=READ_LIMIT) as reader:
+                planned = await plan_rows(self.options, reader, auth=self._auth, notice=self._say)
+        else:
+            planned = await plan_rows(self.options, transport, auth=self._auth, notice=self._say)
         self._say(
             f"planned against the live workloads: {planned.to_change:,} rows to change,"
             f" {planned.unchanged:,} already equal, {planned.not_found:,} not found"

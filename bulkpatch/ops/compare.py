@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +109,16 @@ class SeenIds:
 
 
 async def compare_rows(
-    options: RunOptions, reader: LiveReader, *, header: list[str] | None = None
+    options: RunOptions,
+    reader: LiveReader,
+    *,
+    header: list[str] | None = None,
+    only: Callable[[int], bool] | None = None,
 ) -> AsyncIterator[Compared]:
     """Every input row, in order, compared with its live workload (looked up a batch at a time).
 
-    ``header`` (a list) receives the CSV input's header, for a snapshot in the same format.
+    ``header`` (a list) receives the CSV input's header, for a snapshot in the same format;
+    ``only`` picks the rows to compare by row number (``run --limit N --verify``: this run's).
     """
     check_plannable(options)
     source, mapper, records = open_input(options)
@@ -122,7 +127,8 @@ async def compare_rows(
     seen = SeenIds()
     pending: deque[tuple[list[Compared], asyncio.Future[dict[str, dict[str, Any]]]]] = deque()
     try:
-        for batch in _batches(mapper.map(r) for r in records if r is not None):
+        picked = (r for r in records if r is not None and (only is None or only(r.row)))
+        for batch in _batches(mapper.map(r) for r in picked):
             for row in batch:
                 if row.body is not None:
                     row.repeated = seen.check_and_add(row.key)

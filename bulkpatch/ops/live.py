@@ -28,7 +28,7 @@ from bulkpatch.engine.sender import describe_error
 from bulkpatch.errors import BulkPatchError, ConfigError, CredentialsRejected, TransportError
 from bulkpatch.http.auth import Auth, NoAuth
 from bulkpatch.http.redact import Redactor
-from bulkpatch.http.transport import BODY_KEEP, Transport
+from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
 
 LIST_PATH = "/api/workload_management/v5/workloads"
@@ -38,6 +38,11 @@ MAX_IDS = 100
 _OR_UNSAFE = frozenset(",()")
 #: attribute keys named in ``include_attributes`` at most; beyond, every attribute is asked for
 _KEYS_NAMED = 50
+
+#: bytes of an answer kept when reading workloads, by every live read (export, plan, verify,
+#: ``run --only-changed``): a page of 100 full workloads is ~68 KB, more than a run keeps of an
+#: error body
+READ_LIMIT = 8 << 20
 
 
 class LiveReadError(BulkPatchError):
@@ -83,7 +88,7 @@ class LiveReader:
         auth: Auth | None = None,
         notice: Callable[[str], None] | None = None,
         page_size: int = 100,
-        body_limit: int = BODY_KEEP,
+        body_limit: int = READ_LIMIT,
     ) -> LiveReader:
         """A reader with the run's base URL, extra headers, credentials and attempts."""
         if not options.base_url:
@@ -116,7 +121,7 @@ class LiveReader:
         page_size: int = 100,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         notice: Callable[[str], None] | None = None,
-        body_limit: int = BODY_KEEP,
+        body_limit: int = READ_LIMIT,
         redact: Callable[[str], str] | None = None,
     ) -> None:
         if not 1 <= page_size <= 1000:

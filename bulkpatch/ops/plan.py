@@ -18,10 +18,10 @@ from typing import Any
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.http.auth import Auth
-from bulkpatch.http.transport import BODY_KEEP, Transport
+from bulkpatch.http.transport import Transport
 from bulkpatch.ops.compare import MISSING, Compared, Diff, compare_rows
 from bulkpatch.ops.export import ID, LeftOut, Output, RowWriter
-from bulkpatch.ops.live import LiveReader
+from bulkpatch.ops.live import READ_LIMIT, LiveReader
 from bulkpatch.options import RunOptions, check_plannable
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS
 from bulkpatch.rows.reader import Format, detect_format
@@ -76,7 +76,7 @@ async def plan_rows(
     snapshot: str | None = None,
     notice: Callable[[str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
-    body_limit: int = BODY_KEEP,
+    body_limit: int = READ_LIMIT,
     examples: int = 5,
 ) -> PlanResult:
     """Compare every row of ``options.input`` with the live workloads; write the rollback."""

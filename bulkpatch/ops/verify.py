@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulkpatch.http.auth import Auth
-from bulkpatch.http.transport import BODY_KEEP, Transport
+from bulkpatch.http.transport import Transport
 from bulkpatch.ops.compare import Diff, compare_rows
-from bulkpatch.ops.live import LiveReader
+from bulkpatch.ops.live import READ_LIMIT, LiveReader
 from bulkpatch.options import RunOptions
 
 
@@ -48,13 +48,15 @@ async def verify_rows(
     auth: Auth | None = None,
     notice: Callable[[str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
-    body_limit: int = BODY_KEEP,
+    body_limit: int = READ_LIMIT,
     examples: int = 10,
+    only: Callable[[int], bool] | None = None,
 ) -> VerifyResult:
-    """Read back every row of ``options.input`` and compare it with the live workload."""
+    """Read back every row of ``options.input`` (or those ``only`` picks by row number) and
+    compare it with the live workload."""
     reader = LiveReader.for_options(options, transport, auth=auth, notice=notice, body_limit=body_limit)
     result = VerifyResult()
-    async for row in compare_rows(options, reader):
+    async for row in compare_rows(options, reader, only=only):
         result.rows += 1
         if row.body is None:
             result.not_checked += 1
