@@ -135,6 +135,12 @@ class RunOptions:
         if (self.state or self.shard) and not PathTemplate(self.path).fields:
             # Without a {field} in the path every row has the same (empty) key.
             raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
+        if self.state is not None and not self.dry_run:
+            for other, what in ((self.ledger_path, "--ledger"), (self.input, "the input")):
+                if _same_file(self.state_path or self.state, other):
+                    raise ConfigError(
+                        f"--state {self.state} is {what} itself; name another file for the memory"
+                    )
         if self.keep_ledgers < 0:
             raise ConfigError(f"--keep-ledgers must be 0 or more, got {self.keep_ledgers}")
         if not self.ledger and not self.dry_run and is_stream(self.input):
@@ -257,6 +263,16 @@ def parse_header(text: str) -> tuple[str, str]:
     if "\r" in value or "\n" in value:
         raise ConfigError(f"-H {name}: the value must be one line")
     return name, value.strip()
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when two paths name one file (or would: the same absolute path)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _is_text(value: str) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from fakes import FakeClock, FakeTransport, ThreadedMock, write
 
 from bulkpatch.engine.run import Run
-from bulkpatch.errors import ConfigError
+from bulkpatch.errors import ConfigError, LedgerError
 from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
@@ -287,3 +287,89 @@ def test_a_batch_is_pending_until_every_key_of_it_has_its_answer(tmp_path: Path)
     again.close("finished")
     assert peek.execute("SELECT count(status) FROM keys").fetchone() == (0,)
     peek.close()
+
+
+# --- files that are not a memory, and a memory that cannot be written ---------------------------
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from bulkpatch.cli.main import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_state_on_another_programs_database_or_garbage_is_one_line_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "app.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE runs (id INTEGER, started TEXT)")
+    db.execute("INSERT INTO runs VALUES (1, 'yesterday')")
+    db.commit()
+    db.close()
+    garbage = write(tmp_path / "junk.db", b"\x00\x01 not sqlite " * 100)
+    before = other.read_bytes(), garbage.read_bytes()
+    for path in (other, garbage):
+        code, out = _cli("state", str(path))
+        assert code == 2 and out.count("\n") == 1 and "Traceback" not in out, out
+        code, out = _cli("state", str(path), "--gone")
+        assert code == 2 and "Traceback" not in out, out
+    assert (other.read_bytes(), garbage.read_bytes()) == before
+    code, out = _cli("state", str(other), "--failing", "99999999999999999999")
+    assert code == 2 and "Traceback" not in out
+
+
+def test_a_hand_edited_run_line_is_shown_not_a_traceback(tmp_path: Path) -> None:
+    state = tmp_path / "s.db"
+    Memory(str(state), T, input_name="x").close("finished", {"ok": 1}, complete=True)
+    db = sqlite3.connect(state)
+    db.execute("UPDATE runs SET started = 'last tuesday', ok = 'many'")
+    db.commit()
+    db.close()
+    code, out = _cli("state", str(state))
+    assert code == 0 and "Traceback" not in out and "last tuesday" not in out, out
+    code, out = _cli("state", str(state), "--json")
+    assert code == 0 and orjson.loads(out)["runs"][0]["started"] == "last tuesday"
+
+
+@pytest.mark.parametrize("same", ["ledger", "input"])
+def test_a_state_that_is_the_ledger_or_the_input_is_refused_before_anything(
+    tmp_path: Path, same: str
+) -> None:
+    source = inventory(tmp_path / "in.csv", {"w1": "a"})
+    target = f"{source}.ledger.jsonl" if same == "ledger" else str(source)
+    before = source.read_bytes()
+    with pytest.raises(ConfigError, match="itself"):
+        RunOptions(input=str(source), base_url=BASE, state=target)
+    assert source.read_bytes() == before and not Path(f"{source}.ledger.jsonl").exists()
+
+
+async def test_a_memory_that_cannot_be_written_stops_the_run_with_the_ledger_closed(tmp_path: Path) -> None:
+    api = Api()
+    source = inventory(tmp_path / "in.csv", {f"w{i}": "a" for i in range(2000)})
+    opts = RunOptions(input=str(source), base_url=BASE, state=str(tmp_path / "s.db"), concurrency=4)
+    run = Run(opts, transport=api.transport)
+    real_write = Memory._write
+    writes = 0
+
+    def failing_write(self: Memory, pending: list[str] | None) -> int:
+        nonlocal writes
+        writes += 1
+        if writes > 3:  # the disk fills up mid-run
+            self.error = LedgerError(f"cannot write the memory {self.path}: database or disk is full")
+            raise self.error
+        return real_write(self, pending)
+
+    Memory._write = failing_write  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LedgerError, match="disk is full"):
+            await run.execute()
+    finally:
+        Memory._write = real_write  # type: ignore[method-assign]
+    rows = [r for r in iter_records(f"{source}.ledger.jsonl") if r["type"] == "row"]
+    assert 0 < len(rows) < 2000 and len(api.sent) >= len(rows)  # closed, readable, no row claimed unsent
+    again = await night(api, source, tmp_path / "s.db")  # the disk has room again: the rest goes out
+    assert again.exit_code == 0 and set(api.store) == {f"w{i}" for i in range(2000)}

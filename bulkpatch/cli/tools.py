@@ -79,16 +79,24 @@ def state_command(state_file: str, as_json: bool, failing: int, list_gone: bool)
     if list_gone:
         keys = gone(state_file)
         if as_json:
-            print_safely(lambda: click.echo(orjson.dumps(keys).decode()))
+            print_safely(lambda: click.echo(orjson.dumps(keys, default=str).decode()))
         else:
             print_safely(lambda: _print_gone(Stdout(), keys))
         return 0
     found = describe(state_file, failing_shown=failing)
     if as_json:
-        print_safely(lambda: click.echo(orjson.dumps(found).decode()))
+        print_safely(lambda: click.echo(orjson.dumps(found, default=str).decode()))
     else:
         print_safely(lambda: _print_state(Stdout(), state_file, found))
     return 1 if any(t["failing"] for t in found["targets"]) else 0
+
+
+def _when(at: object) -> str:
+    """A Unix time as UTC, or "?" for what a hand edit left there."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
 
 
 def _print_gone(out: Console, keys: list[dict[str, Any]]) -> None:
@@ -106,7 +114,10 @@ def _print_state(out: Console, path: str, found: dict[str, Any]) -> None:
     if found["runs"]:
         out.print("recent runs:")
         for r in found["runs"]:
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
+            at = r["started"]
+            started = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) if isinstance(at, (int, float)) else "?"
+            )
             counts = "  ".join(
                 f"{k} {r[k]:,}"
                 for k in ("sent", "ok", "failed", "invalid", "unchanged", "gone")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 from bulkpatch.engine.key_order import SentKeys
 from bulkpatch.engine.truth import Verdict, decide
-from bulkpatch.errors import InputError
+from bulkpatch.errors import BulkPatchError, InputError, LedgerError
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.memory import Memory
 from bulkpatch.records.resume import LedgerIndex, RetryFailed, fingerprint, rejection_fingerprint
@@ -53,7 +53,7 @@ class Intake:
         full: bool = False,
         limit: int | None = None,
         stopping: Callable[[], bool] = lambda: False,
-        on_error: Callable[[InputError], None] | None = None,
+        on_error: Callable[[BulkPatchError], None] | None = None,
         shard: tuple[int, int] | None = None,
         unchanged: Callable[[int], bool] | None = None,
     ) -> None:
@@ -161,7 +161,12 @@ class Intake:
                 quiet = 0
                 if memory is not None:
                     # Before they go: a key whose answer never comes (kill -9) is sent again next time.
-                    memory.intend([r.key for r in to_send if r.key])
+                    try:
+                        memory.intend([r.key for r in to_send if r.key])
+                    except LedgerError as exc:
+                        if self._on_error is not None:
+                            self._on_error(exc)
+                        return
                 for request in to_send:
                     if self._stopping():
                         return

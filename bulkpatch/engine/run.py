@@ -181,6 +181,8 @@ class Run:
             if writer.error is not None:
                 raise writer.error
             writer.on_error = self._fail
+            if memory is not None:
+                memory.on_error = self._fail
             recorder = Recorder(writer, ledger.index, self.tally, memory, self._on_result)
             async with contextlib.AsyncExitStack() as stack:
                 if own is not None:

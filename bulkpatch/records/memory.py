@@ -148,6 +148,10 @@ class Memory:
         self._clock = clock
         #: called before each commit: flushes the ledger and says how many bytes it holds
         self.ledger_size: Callable[[], int] | None = None
+        #: why the memory can no longer be written (disk full, I/O error), once it cannot
+        self.error: LedgerError | None = None
+        #: called once when a commit fails (the run stops on it, as for the ledger)
+        self.on_error: Callable[[LedgerError], None] | None = None
         self._lock = _lock(path)
         self._db: sqlite3.Connection | None = None
         try:
@@ -253,11 +257,19 @@ class Memory:
             self.commit()
 
     def commit(self) -> None:
-        """Write the outcomes noted since the last commit."""
-        self._write(None)
+        """Write the outcomes noted since the last commit; a failure goes to ``on_error``."""
+        try:
+            self._write(None)
+        except LedgerError as exc:
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
 
     def _write(self, pending: list[str] | None) -> int:
-        """One transaction: the outcomes noted, then (given) a new pending row; its id, or 0."""
+        """One transaction: the outcomes noted, then (given) a new pending row; its id, or 0.
+        Once a write failed, every later one raises the same error: nothing is half-known."""
+        if self.error is not None:
+            raise self.error
         self._last_commit = self._clock()
         if not (self._ok or self._failed or self._seen or self._closed or pending):
             return 0
@@ -289,7 +301,8 @@ class Memory:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise LedgerError(f"cannot write the memory {self.path}: {_reason(exc)}") from None
+            self.error = LedgerError(f"cannot write the memory {self.path}: {_reason(exc)}")
+            raise self.error from None
         self._ok.clear()
         self._failed.clear()
         self._seen.clear()
@@ -371,7 +384,9 @@ class Memory:
         if self._lock < 0:
             return
         try:
-            self.commit()
+            if self.error is not None:
+                return  # reported already; the ledger still holds what the memory missed
+            self._write(None)
             if outcome is not None:
                 assert self._db is not None
                 if complete:

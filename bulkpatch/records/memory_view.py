@@ -76,12 +76,19 @@ class _open:  # noqa: N801 - used as a context manager, like open()
         if not os.path.isfile(path):
             raise ConfigError(f"no memory database at {path!r}")
         self._path = path
-        try:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            kind = self._db.execute("SELECT value FROM meta WHERE name = 'kind'").fetchone()
-        except sqlite3.Error as exc:
-            self._close()
-            raise ConfigError(_why(path, exc)) from None
+        kind = None
+        for mode in ("mode=ro", "immutable=1"):  # immutable: a read-only mount, where WAL cannot open
+            try:
+                self._db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+                kind = self._db.execute("SELECT value FROM meta WHERE name = 'kind'").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                self._close()
+                if mode != "mode=ro" or "no such table" in str(exc):
+                    raise ConfigError(_why(path, exc)) from None
+            except sqlite3.Error as exc:
+                self._close()
+                raise ConfigError(_why(path, exc)) from None
         if kind is None or kind[0] != "bulkpatch memory":
             self._close()
             raise ConfigError(f"{path} is not a bulkpatch memory database")
@@ -97,10 +104,13 @@ class _open:  # noqa: N801 - used as a context manager, like open()
     def _close(self) -> None:
         if getattr(self, "_db", None) is not None:
             self._db.close()
+            del self._db
 
 
 def _why(path: str, exc: sqlite3.Error) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "no such table" in text:
+        return f"{path} is not a bulkpatch memory database"
     if "unable to open" in text or "readonly" in text or "locked" in text:
         return f"cannot read the memory {path}: {text}"
     return f"{path} is not a bulkpatch memory database: {text}"
