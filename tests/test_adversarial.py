@@ -28,10 +28,11 @@ from bulkpatch.mock.store import sample_workloads
 from bulkpatch.ops.verify import verify_rows
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import iter_records
-from bulkpatch.records.memory import Memory, Target
+from bulkpatch.records.memory import Memory
 from bulkpatch.records.memory_view import describe
 from bulkpatch.records.report import summarise, write_failed
 from bulkpatch.records.resume import RetryFailed
+from bulkpatch.records.target import Target
 from bulkpatch.rows.schema import Schema
 
 BASE = "http://api.test"

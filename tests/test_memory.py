@@ -21,9 +21,10 @@ from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status, iter_records
-from bulkpatch.records.memory import Memory, Target
+from bulkpatch.records.memory import Memory
 from bulkpatch.records.memory_view import describe
 from bulkpatch.records.results import RunResult
+from bulkpatch.records.target import Target
 
 BASE = "http://api.test"
 

@@ -13,10 +13,11 @@ from bulkpatch.engine.run import Run
 from bulkpatch.engine.truth import Verdict, decide
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import Status
-from bulkpatch.records.memory import Memory, Target
+from bulkpatch.records.memory import Memory
 from bulkpatch.records.memory_view import gone
 from bulkpatch.records.results import RunResult
 from bulkpatch.records.resume import OK_CODE, UNCHANGED_CODE
+from bulkpatch.records.target import Target
 from bulkpatch.testing import MockTransport, Response, SentRequest
 
 BASE = "http://api.test"

@@ -16,7 +16,7 @@ from bulkpatch.http.redact import Redactor
 from bulkpatch.http.transport import AiohttpTransport, Transport
 from bulkpatch.http.worker_processes import ProcessTransport
 from bulkpatch.options import RunOptions
-from bulkpatch.records.memory import Target
+from bulkpatch.records.target import Target
 from bulkpatch.rows.mapping import BODYLESS, Mapper, PathTemplate
 from bulkpatch.rows.reader import Format, InputFile, Record, RowsInput
 

@@ -24,108 +24,32 @@ have landed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from bulkpatch.errors import ConfigError, LedgerError
-from bulkpatch.records.ledger import RowResult, Status, iter_records_from
-from bulkpatch.records.ledger_file import open_locked
+from bulkpatch.records.ledger import RowResult, Status
+from bulkpatch.records.memory_repair import (
+    SCHEMA,
+    UPSERT_FAILED,
+    UPSERT_OK,
+    check_ours,
+    lock,
+    recover,
+    upgrade,
+)
+from bulkpatch.records.target import Target
 
 #: the file name of the memory beside a ledger, when neither --state nor BULKPATCH_STATE names one
 DEFAULT_NAME = "bulkpatch-memory.db"
 _MARK = "bulkpatch memory"
 _VERSION = "3"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS targets (
-    id INTEGER PRIMARY KEY,
-    target TEXT NOT NULL UNIQUE      -- METHOD base-URL path-template [headers digest] [as credential]
-);
-CREATE TABLE IF NOT EXISTS keys (
-    target INTEGER NOT NULL, key TEXT NOT NULL,
-    fp TEXT,                         -- fingerprint of the last request answered 2xx (16 hex digits)
-    applied_at REAL,                 -- Unix time of that answer
-    applied_run INTEGER,             -- the run that got it
-    status TEXT,                     -- NULL, or what came after it: failed, invalid, pending
-    http_status INTEGER, error TEXT, failed_at REAL,
-    outcome_run INTEGER,             -- the run of the latest outcome (2xx or not)
-    last_seen INTEGER,               -- the last run whose input had this key
-    PRIMARY KEY (target, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pending (
-    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, run_id INTEGER NOT NULL,
-    keys TEXT NOT NULL               -- a JSON array: keys of a batch sent, not all answered yet
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, input TEXT NOT NULL, full INTEGER NOT NULL,
-    started REAL NOT NULL, ended REAL,   -- ended NULL: the run is going on, or died
-    outcome TEXT,                        -- finished, interrupted, stopped, died
-    complete INTEGER NOT NULL DEFAULT 0, -- 1: it read its whole input (what --gone compares with)
-    rows INTEGER, sent INTEGER, requests INTEGER,
-    ok INTEGER, failed INTEGER, invalid INTEGER, skipped INTEGER, unchanged INTEGER, gone INTEGER,
-    ledger TEXT, ledger_offset INTEGER,  -- the run's ledger, and how much of it is in this memory
-    pid INTEGER
-);
-"""
-_TABLES = frozenset({"meta", "targets", "keys", "pending", "runs"})
-#: tables of the sync state of bulkpatch 0.2: left as they are (its targets had another identity)
-_OLD_TABLES = frozenset({"applied", "failing", "pending", "runs", "old_pending", "old_runs"})
-_PENDING = "sent; no answer recorded (the run was stopped or killed): sent again next time"
-_UPSERT_OK = (
-    "INSERT INTO keys (target, key, fp, applied_at, applied_run, outcome_run, last_seen)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET fp = excluded.fp,"
-    " applied_at = excluded.applied_at, applied_run = excluded.applied_run, status = NULL,"
-    " http_status = NULL, error = NULL, failed_at = NULL, outcome_run = excluded.outcome_run,"
-    " last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
-)
-_UPSERT_FAILED = (
-    "INSERT INTO keys (target, key, status, http_status, error, failed_at, outcome_run, last_seen)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET status = excluded.status,"
-    " http_status = excluded.http_status, error = excluded.error, failed_at = excluded.failed_at,"
-    " outcome_run = excluded.outcome_run, last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
-)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a key is applied *to*: method, base URL, path template, extra headers, credentials.
-
-    Headers and credentials enter only as digests keyed with the memory's own salt (``who``),
-    never in clear: two tenants' tokens are two targets, and the file holds no secret.
-    """
-
-    method: str
-    base_url: str
-    path_template: str
-    #: the extra headers (-H), name → value
-    headers: Mapping[str, str]
-    #: "client <id>" for OAuth client credentials, the static token itself, or ""
-    credential: str = ""
-    #: True when ``credential`` is a secret (a token), shown only as a keyed digest
-    secret: bool = False
-
-    def text(self, salt: bytes) -> str:
-        out = f"{self.method.upper()} {self.base_url.rstrip('/')}{self.path_template}"
-        if self.headers:
-            pairs = sorted(f"{n.lower()}:{v}" for n, v in self.headers.items())
-            out += f" headers:{_keyed(chr(10).join(pairs), salt)}"
-        if self.credential:
-            out += f" as:token-{_keyed(self.credential, salt)}" if self.secret else f" as:{self.credential}"
-        return out
-
-
-def _keyed(text: str, salt: bytes) -> str:
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), key=salt, digest_size=8)
-    return digest.hexdigest()
 
 
 class Memory:
@@ -152,22 +76,22 @@ class Memory:
         self.error: LedgerError | None = None
         #: called once when a commit fails (the run stops on it, as for the ledger)
         self.on_error: Callable[[LedgerError], None] | None = None
-        self._lock = _lock(path)
+        self._lock = lock(path)
         self._db: sqlite3.Connection | None = None
         try:
             self._db = db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._check_ours()
+            check_ours(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA synchronous=NORMAL")
-            _upgrade(db)
+            upgrade(db)
             db.executescript(SCHEMA)
             salt = self._meta()
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
             self.target_text = target.text(salt)
             self.target = self._target_id(self.target_text)
-            self._recover()
+            recover(db, self.target)
             self.run_id: int = (
                 db.execute(
                     "INSERT INTO runs (target, input, full, started, pid) VALUES (?, ?, ?, ?, ?)",
@@ -283,10 +207,10 @@ class Memory:
                 _mark_seen(db, target, run, self._seen)
             if self._ok:
                 db.executemany(
-                    _UPSERT_OK, [(target, k, fp, at, run, run, run) for k, (fp, at) in self._ok.items()]
+                    UPSERT_OK, [(target, k, fp, at, run, run, run) for k, (fp, at) in self._ok.items()]
                 )
             if self._failed:
-                db.executemany(_UPSERT_FAILED, [(target, k, *v, run, run) for k, v in self._failed.items()])
+                db.executemany(UPSERT_FAILED, [(target, k, *v, run, run) for k, v in self._failed.items()])
             if self._closed:
                 db.executemany("DELETE FROM pending WHERE id = ?", [(b,) for b in self._closed])
             if pending:
@@ -330,50 +254,6 @@ class Memory:
         self._db.execute("INSERT OR IGNORE INTO targets (target) VALUES (?)", (text,))
         (found,) = self._db.execute("SELECT id FROM targets WHERE target = ?", (text,)).fetchone()
         return int(found)
-
-    def _recover(self) -> None:
-        """Runs of this target that died: replay what their ledgers hold beyond the memory. Then
-        keys of pending batches (of a dead or stopped run) that got no answer even there are
-        marked ``pending``: their requests may have landed."""
-        db, target = self._db, self.target
-        assert db is not None
-        dead = db.execute(
-            "SELECT id, ledger, ledger_offset FROM runs WHERE target = ? AND ended IS NULL", (target,)
-        ).fetchall()
-        pending = db.execute("SELECT id, run_id, keys FROM pending WHERE target = ?", (target,)).fetchall()
-        if not dead and not pending:
-            return
-        now = time.time()
-        db.execute("BEGIN")
-        for run, ledger, offset in dead:
-            if ledger and offset is not None:
-                _replay(db, target, run, ledger, offset)
-            db.execute("UPDATE runs SET ended = ?, outcome = 'died' WHERE id = ?", (now, run))
-        for batch, run, text in pending:
-            keys = list(dict.fromkeys(orjson.loads(text)))
-            marks = ",".join("?" * len(keys))
-            answered = {
-                k
-                for (k,) in db.execute(
-                    f"SELECT key FROM keys WHERE target = ? AND outcome_run >= ? AND key IN ({marks})",
-                    (target, run, *keys),
-                )
-            }
-            lost = [(target, k, "pending", None, _PENDING, now, run, run) for k in keys if k not in answered]
-            db.executemany(_UPSERT_FAILED, lost)
-            db.execute("DELETE FROM pending WHERE id = ?", (batch,))
-        db.execute("COMMIT")
-
-    def _check_ours(self) -> None:
-        """Refuse a database that holds tables of some other program (it would be changed)."""
-        assert self._db is not None
-        tables = {n for (n,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        foreign = tables - _TABLES - _OLD_TABLES
-        if foreign or (tables and "meta" not in tables and not tables & _OLD_TABLES):
-            raise ConfigError(
-                f"--state {self.path} is an SQLite database of something else (tables: "
-                f"{', '.join(sorted(foreign or tables)[:5])}); choose another file"
-            )
 
     def close(
         self, outcome: str | None = None, counts: dict[str, int] | None = None, *, complete: bool = False
@@ -432,27 +312,6 @@ def _mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -
         )
 
 
-def _replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: int) -> None:
-    """Write into the memory the outcomes a dead run's ledger holds past ``offset``."""
-    try:
-        records = iter_records_from(ledger, offset)
-        for data in records:
-            kind = data.get("type")
-            if kind == "run" and data.get("event") == "start":
-                break  # a later run of the same ledger: its rows are its own
-            result = RowResult.from_json(data) if kind == "row" else None
-            if result is None or not result.key:
-                continue
-            at = data.get("ts") if isinstance(data.get("ts"), (int, float)) else time.time()
-            if result.status is Status.OK:
-                db.execute(_UPSERT_OK, (target, result.key, f"{result.fp:016x}", at, run, run, run))
-            elif result.status in (Status.FAILED, Status.INVALID):
-                row = (result.status.value, result.http_status, result.error, at)
-                db.execute(_UPSERT_FAILED, (target, result.key, *row, run, run))
-    except OSError:
-        return  # the ledger is gone: its pending keys are sent again, which is safe
-
-
 def _count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
     """Keys the previous complete run of this target had and this one did not."""
     (count,) = db.execute(
@@ -462,37 +321,6 @@ def _count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
         (target, run, target, run),
     ).fetchone()
     return int(count)
-
-
-def _lock(path: str) -> int:
-    """One run at a time per memory file."""
-    return open_locked(path, os.O_RDWR, "memory", lambda: _holder(path))
-
-
-def _holder(path: str) -> str:
-    """Who holds the memory: the latest run that has not ended."""
-    with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute(
-                "SELECT pid, started FROM runs WHERE ended IS NULL ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        finally:
-            db.close()
-        if row is not None and isinstance(row[0], int):
-            when = time.strftime("%H:%M:%S UTC", time.gmtime(float(row[1])))
-            return f"another bulkpatch run (pid {row[0]}, started {when})"
-    return "another bulkpatch run"
-
-
-def _upgrade(db: sqlite3.Connection) -> None:
-    """A sync state of bulkpatch 0.2: keep its tables under other names (its targets had another
-    identity, so its rows prove nothing now: the first run sends every row once)."""
-    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "applied" in tables and "meta" not in tables:
-        for old in ("pending", "runs"):
-            if old in tables:
-                db.execute(f"ALTER TABLE {old} RENAME TO old_{old}")
 
 
 def _reason(exc: sqlite3.Error) -> str:

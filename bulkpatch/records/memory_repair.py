@@ -1,0 +1,166 @@
+"""The memory's schema, and what a run does to it before anything else: refuse a database that is
+not a memory, upgrade an old one, take the lock, and repair what a dead run left.
+
+Repair: a run that died (``kill -9``) committed its outcomes up to some offset of its ledger; the
+ledger's tail beyond it is replayed here, so an answer written down is never lost. Then the keys
+of pending batches (of a dead or stopped run) that got no answer even there are marked
+``pending``: their requests may have landed, so nothing about those keys is proved any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+
+import orjson
+
+from bulkpatch.errors import ConfigError
+from bulkpatch.records.ledger import RowResult, Status, iter_records_from
+from bulkpatch.records.ledger_file import open_locked
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS targets (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL UNIQUE      -- METHOD base-URL path-template [headers digest] [as credential]
+);
+CREATE TABLE IF NOT EXISTS keys (
+    target INTEGER NOT NULL, key TEXT NOT NULL,
+    fp TEXT,                         -- fingerprint of the last request answered 2xx (16 hex digits)
+    applied_at REAL,                 -- Unix time of that answer
+    applied_run INTEGER,             -- the run that got it
+    status TEXT,                     -- NULL, or what came after it: failed, invalid, pending
+    http_status INTEGER, error TEXT, failed_at REAL,
+    outcome_run INTEGER,             -- the run of the latest outcome (2xx or not)
+    last_seen INTEGER,               -- the last run whose input had this key
+    PRIMARY KEY (target, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, run_id INTEGER NOT NULL,
+    keys TEXT NOT NULL               -- a JSON array: keys of a batch sent, not all answered yet
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, input TEXT NOT NULL, full INTEGER NOT NULL,
+    started REAL NOT NULL, ended REAL,   -- ended NULL: the run is going on, or died
+    outcome TEXT,                        -- finished, interrupted, stopped, died
+    complete INTEGER NOT NULL DEFAULT 0, -- 1: it read its whole input (what --gone compares with)
+    rows INTEGER, sent INTEGER, requests INTEGER,
+    ok INTEGER, failed INTEGER, invalid INTEGER, skipped INTEGER, unchanged INTEGER, gone INTEGER,
+    ledger TEXT, ledger_offset INTEGER,  -- the run's ledger, and how much of it is in this memory
+    pid INTEGER
+);
+"""
+_TABLES = frozenset({"meta", "targets", "keys", "pending", "runs"})
+#: tables of the sync state of bulkpatch 0.2: left as they are (its targets had another identity)
+_OLD_TABLES = frozenset({"applied", "failing", "pending", "runs", "old_pending", "old_runs"})
+PENDING = "sent; no answer recorded (the run was stopped or killed): sent again next time"
+UPSERT_OK = (
+    "INSERT INTO keys (target, key, fp, applied_at, applied_run, outcome_run, last_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET fp = excluded.fp,"
+    " applied_at = excluded.applied_at, applied_run = excluded.applied_run, status = NULL,"
+    " http_status = NULL, error = NULL, failed_at = NULL, outcome_run = excluded.outcome_run,"
+    " last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
+)
+UPSERT_FAILED = (
+    "INSERT INTO keys (target, key, status, http_status, error, failed_at, outcome_run, last_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET status = excluded.status,"
+    " http_status = excluded.http_status, error = excluded.error, failed_at = excluded.failed_at,"
+    " outcome_run = excluded.outcome_run, last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
+)
+
+
+def recover(db: sqlite3.Connection, target: int) -> None:
+    """Runs of this target that died: replay what their ledgers hold beyond the memory. Then
+    keys of pending batches (of a dead or stopped run) that got no answer even there are
+    marked ``pending``: their requests may have landed."""
+    dead = db.execute(
+        "SELECT id, ledger, ledger_offset FROM runs WHERE target = ? AND ended IS NULL", (target,)
+    ).fetchall()
+    pending = db.execute("SELECT id, run_id, keys FROM pending WHERE target = ?", (target,)).fetchall()
+    if not dead and not pending:
+        return
+    now = time.time()
+    db.execute("BEGIN")
+    for run, ledger, offset in dead:
+        if ledger and offset is not None:
+            replay(db, target, run, ledger, offset)
+        db.execute("UPDATE runs SET ended = ?, outcome = 'died' WHERE id = ?", (now, run))
+    for batch, run, text in pending:
+        keys = list(dict.fromkeys(orjson.loads(text)))
+        marks = ",".join("?" * len(keys))
+        answered = {
+            k
+            for (k,) in db.execute(
+                f"SELECT key FROM keys WHERE target = ? AND outcome_run >= ? AND key IN ({marks})",
+                (target, run, *keys),
+            )
+        }
+        lost = [(target, k, "pending", None, PENDING, now, run, run) for k in keys if k not in answered]
+        db.executemany(UPSERT_FAILED, lost)
+        db.execute("DELETE FROM pending WHERE id = ?", (batch,))
+    db.execute("COMMIT")
+
+
+def check_ours(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a database that holds tables of some other program (it would be changed)."""
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    foreign = tables - _TABLES - _OLD_TABLES
+    if foreign or (tables and "meta" not in tables and not tables & _OLD_TABLES):
+        raise ConfigError(
+            f"--state {path} is an SQLite database of something else (tables: "
+            f"{', '.join(sorted(foreign or tables)[:5])}); choose another file"
+        )
+
+
+def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: int) -> None:
+    """Write into the memory the outcomes a dead run's ledger holds past ``offset``."""
+    try:
+        records = iter_records_from(ledger, offset)
+        for data in records:
+            kind = data.get("type")
+            if kind == "run" and data.get("event") == "start":
+                break  # a later run of the same ledger: its rows are its own
+            result = RowResult.from_json(data) if kind == "row" else None
+            if result is None or not result.key:
+                continue
+            at = data.get("ts") if isinstance(data.get("ts"), (int, float)) else time.time()
+            if result.status is Status.OK:
+                db.execute(UPSERT_OK, (target, result.key, f"{result.fp:016x}", at, run, run, run))
+            elif result.status in (Status.FAILED, Status.INVALID):
+                row = (result.status.value, result.http_status, result.error, at)
+                db.execute(UPSERT_FAILED, (target, result.key, *row, run, run))
+    except OSError:
+        return  # the ledger is gone: its pending keys are sent again, which is safe
+
+
+def lock(path: str) -> int:
+    """One run at a time per memory file."""
+    return open_locked(path, os.O_RDWR, "memory", lambda: holder(path))
+
+
+def holder(path: str) -> str:
+    """Who holds the memory: the latest run that has not ended."""
+    with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT pid, started FROM runs WHERE ended IS NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            db.close()
+        if row is not None and isinstance(row[0], int):
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(float(row[1])))
+            return f"another bulkpatch run (pid {row[0]}, started {when})"
+    return "another bulkpatch run"
+
+
+def upgrade(db: sqlite3.Connection) -> None:
+    """A sync state of bulkpatch 0.2: keep its tables under other names (its targets had another
+    identity, so its rows prove nothing now: the first run sends every row once)."""
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "applied" in tables and "meta" not in tables:
+        for old in ("pending", "runs"):
+            if old in tables:
+                db.execute(f"ALTER TABLE {old} RENAME TO old_{old}")
