@@ -72,8 +72,13 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        end_line: bool = True,
     ) -> None:
         self._status = status
+        #: False: the caller writes the end line itself (``log("end", ...)``) once it knows the outcome
+        self._end_line = end_line
+        #: True once the start line is written
+        self.started = False
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -111,7 +116,8 @@ class Progress:
                 if logged or self._status().ready:
                     if not logged:
                         self.log("start")
-                    self.log("end")
+                    if self._end_line:
+                        self.log("end")
                 raise
         await self._count()
         with Live(self.line(), console=self._console, refresh_per_second=4, transient=True) as live:
@@ -119,14 +125,18 @@ class Progress:
                 await asyncio.sleep(0.25)
                 live.update(self.line())
 
-    def log(self, event: Event) -> None:
-        """Write one log line; a closed stderr is no reason to stop the run."""
-        total = self._estimated_total()
-        record = self._log.record(self._status(), event, now=self._clock(), wall=self._wall(), total=total)
-        text = self._log.format(record)
+    def log(self, event: Event, extra: dict[str, Any] | None = None) -> None:
+        """Write one log line, ``extra`` fields last; a closed stderr is no reason to stop the run."""
+        text = self._log.format(self.record(event), extra)
+        self.started = True
         with contextlib.suppress(OSError, ValueError):
             self._console.file.write(text + "\n")
             self._console.file.flush()
+
+    def record(self, event: Event) -> dict[str, Any]:
+        """What a log line for ``event`` would say now."""
+        total = self._estimated_total()
+        return self._log.record(self._status(), event, now=self._clock(), wall=self._wall(), total=total)
 
     def _estimated_total(self, status: RunStatus | None = None) -> int | None:
         if self._total is not None:

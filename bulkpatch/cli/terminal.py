@@ -6,20 +6,18 @@ run's outcome into a crash or another exit status.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
 
-import click
 from rich.console import Console
 
 
 def fail(message: str, code: int) -> None:
-    """One line on stderr, then exit with ``code``."""
-    with contextlib.suppress(OSError):
-        click.echo(message, err=True)
-    sys.exit(code)
+    """One line on stderr (as ``stderr.fail`` writes it), then exit with ``code``."""
+    from bulkpatch.cli.stderr import fail as fail_line
+
+    fail_line(message, code, prefix="")
 
 
 def ensure_std_streams() -> None:
