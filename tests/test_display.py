@@ -268,7 +268,7 @@ def test_the_summary_groups_twenty_missing_workloads_in_one_line(tmp_path: Path)
         RunResult(tally, state, 0, 2.0, False, "a.csv.ledger.jsonl", input="a.csv"), ["bulkpatch"]
     )
     lines = [line for line in text.splitlines() if "HTTP 404" in line]
-    assert lines == ["        20  HTTP 404: NotFound: workload <id> not found  (e.g. w-0000)"]
+    assert lines == ["        20  HTTP 404: NotFound: workload <id> not found  (e.g. w-0000, row 1)"]
     out = io.StringIO()
     print_report(Console(file=out, width=200), tally, ["a.ledger.jsonl", "fix.ledger.jsonl"])
     assert "ledgers a.ledger.jsonl, fix.ledger.jsonl: 20 rows" in out.getvalue()

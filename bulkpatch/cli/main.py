@@ -30,7 +30,8 @@ class _Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         given = kwargs.get("args", args[0] if args else None)
-        use_format(format_in(list(sys.argv[1:] if given is None else given)))
+        named = format_in(list(sys.argv[1:] if given is None else given))
+        use_format(named or "text", named=named is not None)
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:

@@ -20,11 +20,19 @@ import orjson
 from bulkpatch.cli.logline import LogFormat, utc
 
 _format: list[LogFormat] = ["text"]
+#: True when the command line named the format (a config file's then does not count)
+_named: list[bool] = [False]
 
 
-def use_format(log_format: LogFormat) -> None:
-    """Write the following lines as ``log_format``."""
+def use_format(log_format: LogFormat, *, named: bool = False) -> None:
+    """Write the following lines as ``log_format``; ``named``: the command line asked for it."""
     _format[0] = log_format
+    _named[0] = named
+
+
+def format_named() -> bool:
+    """True when the command line itself chose the format."""
+    return _named[0]
 
 
 def json_lines() -> bool:
@@ -32,13 +40,13 @@ def json_lines() -> bool:
     return _format[0] == "json"
 
 
-def format_in(args: list[str]) -> LogFormat:
+def format_in(args: list[str]) -> LogFormat | None:
     """The ``--log-format`` a command line asks for, read before click parses it.
 
     A usage error (an unknown option, say) stops click before any option is processed; its line
     must still be JSON when the command line asked for JSON.
     """
-    found: LogFormat = "text"
+    found: LogFormat | None = None
     for word, after in zip(args, [*args[1:], ""], strict=True):
         if word == "--":
             break
@@ -67,14 +75,17 @@ def warning(message: str) -> None:
     write_line(f"bulkpatch: warning: {message}", {"level": "warning", "event": "warning", "message": message})
 
 
-def end(code: int, error: str | None, *, prefix: str = "bulkpatch: error: ", **fields: Any) -> None:
-    """The command's last line: text mode writes ``error`` alone (if any); JSON an ``end`` event."""
+def end(
+    code: int, error: str | None, *, prefix: str = "bulkpatch: error: ", fields: dict[str, Any] | None = None
+) -> None:
+    """The command's last line: text mode writes ``error`` alone (if any); JSON an ``end`` event
+    with the exit status, the error and ``fields`` (what the run did)."""
     if not json_lines():
         if error is not None:
             write_line(prefix + error, {})
         return
     level = "error" if error is not None else "info" if code == 0 else "warning"
-    write_line("", {"level": level, "event": "end", **fields, "exit_code": code, "error": error})
+    write_line("", {"level": level, "event": "end", "exit_code": code, "error": error, **(fields or {})})
 
 
 def fail(error: str, code: int, *, prefix: str = "bulkpatch: error: ") -> None:

@@ -11,6 +11,7 @@ URL, key or secret.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, write_to_textfile
@@ -18,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from bulkpatch.errors import ConfigError
 from bulkpatch.records.outcome import REQUEST_OUTCOMES, ROW_STATUSES, Outcome
 
 LAST_SUCCESS = "bulkpatch_last_success_timestamp_seconds"
@@ -101,6 +103,13 @@ def previous_success(path: str) -> float | None:
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return None
+
+
+def check_writable(path: str) -> None:
+    """Refuse, before anything is sent, a metrics file whose folder cannot take it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--metrics-file {path!r}: cannot write a file in {folder}")
 
 
 def write_metrics(path: str, outcome: Outcome) -> None:
