@@ -286,3 +286,23 @@ async def test_a_run_refused_before_sending_writes_no_log_lines(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await progress.watch()
     assert sink.getvalue() == ""  # the one-line error stays the only line on stderr
+
+
+def test_every_error_kind_is_reachable_and_each_has_an_example_row() -> None:
+    tally = Tally()
+    for kind in range(7):
+        tally.add(
+            RowResult(
+                kind + 1, kind + 2, f"w{kind}", Status.FAILED, 400, 1, f"HTTP 400: bad field f{kind}", 1
+            )
+        )
+    tally.add(RowResult(12, 13, "", Status.INVALID, None, 0, "missing workload_id", None))
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 7, Status.INVALID: 1}
+    text = summary_text(RunResult(tally, state, 0, 1.0, False, "a.ledger", input="a.csv"), ["bulkpatch"])
+    assert "+3 more kinds: see bulkpatch report a.ledger" in text
+    assert text.count("(e.g. ") == 5
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), tally, "a.ledger")
+    report = out.getvalue()
+    assert "more kind" not in report and report.count("(e.g. ") == 8
+    assert "missing workload_id  (e.g. row 12)" in report  # a row without a key has its number

@@ -173,3 +173,15 @@ def test_json_lines_hold_for_usage_and_configuration_errors(tmp_path: Path) -> N
     # A configuration error, once the options are parsed, still leaves its metrics.
     samples = [s for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples]
     assert [s.value for s in samples if s.name in ("bulkpatch_exit_code", "bulkpatch_run_began")] == [2, 0]
+
+
+def test_a_notice_from_the_engine_is_a_json_line_too(tmp_path: Path, mock: ThreadedMock) -> None:
+    ids = [w["id"] for w in sample_workloads(3)]
+    source = write(tmp_path / "a.csv", "workload_id,name\n" + "".join(f"{i},one\n" for i in ids))
+    env = {"BULKPATCH_TOKEN": TOKEN}
+    assert invoke("run", str(source), "--base-url", mock.url, "-q", env=env).exit_code == 0
+    write(source, "workload_id,name\n" + "".join(f"{i},two\n" for i in ids))  # the input changed
+    result = invoke("run", str(source), "--base-url", mock.url, "--log-format", "json", env=env)
+    records = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert "notice" in [r["event"] for r in records]
+    assert records[-1]["event"] == "end" and records[-1]["exit_code"] == 0
