@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from fakes import write
@@ -57,12 +58,14 @@ def test_keys_are_long_option_names_and_become_click_defaults(tmp_path: Path) ->
         ('full = "yes"', "'full' takes true or false"),
         ('header = "X-Tenant: 7"', "'header' takes a list of strings"),
         ("rate = [", "is not valid TOML"),
+        ("concurrency = 0", "'concurrency': 0 is not in the range 1<=x<=10000"),
+        ('retry-failed = "sometimes"', "'retry-failed': 'sometimes' is not one of 'transient', 'all'"),
     ],
 )
 def test_secrets_unknown_keys_and_wrong_types_are_refused(tmp_path: Path, text: str, message: str) -> None:
     config = write(tmp_path / "job.toml", text + "\n")
     with pytest.raises(ConfigError, match="config file") as refused:
-        load(str(config), run)
+        load(str(config), run, click.Context(run))
     assert message in str(refused.value)
     assert "abc" not in str(refused.value)  # a refused secret is never echoed
 

@@ -47,8 +47,12 @@ def options_by_key(command: click.Command) -> dict[str, click.Option]:
     return found
 
 
-def load(path: str, command: click.Command) -> dict[str, Any]:
-    """The file's settings as a ``default_map`` (parameter name → value); ``ConfigError`` if wrong."""
+def load(path: str, command: click.Command, ctx: click.Context | None = None) -> dict[str, Any]:
+    """The file's settings as a ``default_map`` (parameter name → value); ``ConfigError`` if wrong.
+
+    With ``ctx``, values are also checked as click will check them (ranges, choices), so that
+    the error names the file rather than a flag nobody typed.
+    """
     where = f"config file {path}"
     try:
         with open(path, "rb") as f:
@@ -72,6 +76,11 @@ def load(path: str, command: click.Command) -> dict[str, Any]:
             )
         assert option.name is not None
         defaults[option.name] = _checked(where, key, option, value)
+        if ctx is not None:
+            try:
+                option.type_cast_value(ctx, defaults[option.name])
+            except click.BadParameter as exc:
+                raise ConfigError(f"{where}: {key!r}: {exc.message}") from None
     return defaults
 
 
@@ -107,7 +116,7 @@ def use_config(ctx: click.Context, _param: click.Parameter, path: str | None) ->
     """The ``--config`` callback (eager): the file's settings become the command's defaults."""
     if path is None:
         return
-    defaults = load(path, ctx.command)
+    defaults = load(path, ctx.command, ctx)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     if defaults.get("log_format") in ("text", "json") and not stderr.format_named():
         stderr.use_format(defaults["log_format"])
