@@ -16,11 +16,12 @@ from fakes import ThreadedMock, write
 from prometheus_client.parser import text_string_to_metric_families
 
 from bulkpatch.cli.main import cli
+from bulkpatch.cli.telling import summary_text
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.records.outcome import Outcome
 
 TOKEN = "static-token-4f9a1c"
-pytestmark = pytest.mark.slow
 
 
 class Webhook:
@@ -76,6 +77,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_a_run_with_failures_leaves_metrics_json_lines_and_one_webhook_post(
     tmp_path: Path, mock: ThreadedMock
 ) -> None:
@@ -114,6 +116,7 @@ def test_a_run_with_failures_leaves_metrics_json_lines_and_one_webhook_post(
     assert TOKEN.encode() not in hook.posts[0] and b"s3cr3t" not in hook.posts[0]
 
 
+@pytest.mark.slow
 def test_a_webhook_that_fails_is_one_warning_and_the_exit_status_stands(
     tmp_path: Path, mock: ThreadedMock
 ) -> None:
@@ -128,6 +131,7 @@ def test_a_webhook_that_fails_is_one_warning_and_the_exit_status_stands(
     assert "s3cr3t" not in result.stderr
 
 
+@pytest.mark.slow
 def test_notify_on_failure_stays_quiet_after_a_clean_run(tmp_path: Path, mock: ThreadedMock) -> None:
     rows = [f"{w['id']},renamed-{i}" for i, w in enumerate(sample_workloads(20))]
     source = write(tmp_path / "ok.csv", "workload_id,name\n" + "\n".join(rows) + "\n")
@@ -143,6 +147,7 @@ def test_notify_on_failure_stays_quiet_after_a_clean_run(tmp_path: Path, mock: T
     assert orjson.loads(hook.posts[0])["exit_code"] == 0
 
 
+@pytest.mark.slow
 def test_a_stopped_run_writes_metrics_and_offers_no_rows_to_fix(tmp_path: Path, mock: ThreadedMock) -> None:
     source = three_hundred_rows(tmp_path)
     metrics = tmp_path / "bulkpatch.prom"
@@ -158,6 +163,7 @@ def test_a_stopped_run_writes_metrics_and_offers_no_rows_to_fix(tmp_path: Path, 
     assert [s.value for s in samples if s.name == "bulkpatch_exit_code"] == [1]
 
 
+@pytest.mark.slow
 def test_json_lines_hold_for_usage_and_configuration_errors(tmp_path: Path) -> None:
     source = write(tmp_path / "a.csv", "workload_id,name\nw1,x\n")
     metrics = tmp_path / "bulkpatch.prom"
@@ -175,6 +181,7 @@ def test_json_lines_hold_for_usage_and_configuration_errors(tmp_path: Path) -> N
     assert [s.value for s in samples if s.name in ("bulkpatch_exit_code", "bulkpatch_run_began")] == [2, 0]
 
 
+@pytest.mark.slow
 def test_a_notice_from_the_engine_is_a_json_line_too(tmp_path: Path, mock: ThreadedMock) -> None:
     ids = [w["id"] for w in sample_workloads(3)]
     source = write(tmp_path / "a.csv", "workload_id,name\n" + "".join(f"{i},one\n" for i in ids))
@@ -185,3 +192,11 @@ def test_a_notice_from_the_engine_is_a_json_line_too(tmp_path: Path, mock: Threa
     records = [orjson.loads(line) for line in result.stderr.splitlines()]
     assert "notice" in [r["event"] for r in records]
     assert records[-1]["event"] == "end" and records[-1]["exit_code"] == 0
+
+
+def test_urls_in_the_text_lose_their_credentials_and_query() -> None:
+    outcome = Outcome(2, 1.0, 0.1, error="cannot reach https://ops:hunter2@api.test/v1?sig=abc123 (refused)")
+    text = summary_text(outcome)
+    assert "hunter2" not in text and "abc123" not in text
+    assert "https://***@api.test/v1?***" in text
+    assert "refused before sending anything (exit 2)" in text

@@ -69,7 +69,8 @@ def run(**given: Any) -> int:
         interrupted = isinstance(exc, KeyboardInterrupt)
         ending.finish(
             code,
-            partial if isinstance(partial, RunResult) else None,
+            # What the run did: carried by the error that stopped it, or done before --verify failed.
+            partial if isinstance(partial, RunResult) else ending.result,
             error="interrupted" if interrupted else str(exc),
             prefix="bulkpatch: " if interrupted else "bulkpatch: error: ",
             hints=ending.hints,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bulkpatch.cli import stderr
 from bulkpatch.event_loop import run_loop
-from bulkpatch.records.outcome import Outcome, outcome_of, webhook_payload
+from bulkpatch.http.redact import mask_urls
+from bulkpatch.records.outcome import Outcome, outcome_of
 
 if TYPE_CHECKING:
     from bulkpatch.cli.display import Progress
@@ -50,7 +51,7 @@ class Ending:
             retries=sender.retries if sender is not None else 0,
             input=self._args.input,
             ledger=self._args.ledger,
-            error=error,
+            error=None if error is None else mask_urls(error),
         )
 
     def finish(
@@ -99,3 +100,43 @@ class Ending:
             problem = f"notifying {host_of(url)} failed: {type(exc).__name__}"
         if problem is not None:
             stderr.warning(f"{problem} (the run's outcome stands)")
+
+
+def _verdict(outcome: Outcome) -> str:
+    """How the run ended, in words."""
+    if outcome.interrupted or outcome.exit_code == 130:
+        return "interrupted"
+    if not outcome.began:
+        return "refused before sending anything"
+    if outcome.error is not None:
+        return "stopped early"
+    return "every row done" if outcome.exit_code == 0 else "finished with rows to fix"
+
+
+def summary_text(outcome: Outcome, *, host: str = "") -> str:
+    """A few lines a person reads in a chat channel: what ran where, how it ended, what to look at.
+
+    URLs in it lose their credentials and query (``mask_urls``); secrets were masked before.
+    """
+    where = f" on {host}" if host else ""
+    lines = [
+        f"bulkpatch run{where} of {outcome.input or '-'}: {_verdict(outcome)} (exit {outcome.exit_code})"
+    ]
+    if outcome.began:
+        counts = ", ".join(f"{status} {n:,}" for status, n in outcome.rows.items() if n)
+        lines.append(
+            f"rows: {counts or 'none'}; {outcome.requests:,} requests, {outcome.retries:,} retries,"
+            f" {outcome.duration_s:,.1f} s"
+        )
+    if outcome.error is not None:
+        lines.append(f"error: {outcome.error}")
+    for kind, n in outcome.top_errors:
+        lines.append(f"{n:,} rows: {kind}")
+    if outcome.ledger:
+        lines.append(f"ledger: {outcome.ledger}")
+    return mask_urls("\n".join(lines))
+
+
+def webhook_payload(outcome: Outcome, *, host: str = "") -> dict[str, Any]:
+    """The JSON a ``--notify`` webhook receives: ``text`` for chat tools, then the figures."""
+    return {"text": summary_text(outcome, host=host), **outcome.as_dict(), "host": host or None}

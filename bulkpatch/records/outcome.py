@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkpatch.http.redact import mask_urls
 from bulkpatch.records.ledger import Status
 from bulkpatch.records.results import RunResult
 
@@ -42,7 +41,7 @@ class Outcome:
     input: str | None = None
     ledger: str | None = None
     interrupted: bool = False
-    #: the one-line error that ended the run early, if one did (secrets already masked)
+    #: the one-line error that ended the run early, if one did (secrets and URL credentials masked)
     error: str | None = None
     #: the most common kinds of error: (kind, rows)
     top_errors: tuple[tuple[str, int], ...] = ()
@@ -61,7 +60,7 @@ class Outcome:
             "ledger": self.ledger,
             "ledger_rows": self.ledger_rows,
             "interrupted": self.interrupted,
-            "error": None if self.error is None else mask_urls(self.error),
+            "error": self.error,
             "top_errors": [{"error": kind, "rows": n} for kind, n in self.top_errors],
         }
 
@@ -113,42 +112,3 @@ def outcome_of(
         error=error,
         top_errors=tuple(tally.errors.most_common(3)),
     )
-
-
-def _verdict(outcome: Outcome) -> str:
-    if outcome.interrupted or outcome.exit_code == 130:
-        return "interrupted"
-    if not outcome.began:
-        return "refused before sending anything"
-    if outcome.error is not None:
-        return "stopped early"
-    return "every row done" if outcome.exit_code == 0 else "finished with rows to fix"
-
-
-def summary_text(outcome: Outcome, *, host: str = "") -> str:
-    """A few lines a person reads in a chat channel: what ran where, how it ended, what to look at.
-
-    URLs in it lose their credentials and query (``mask_urls``); secrets were masked before.
-    """
-    where = f" on {host}" if host else ""
-    lines = [
-        f"bulkpatch run{where} of {outcome.input or '-'}: {_verdict(outcome)} (exit {outcome.exit_code})"
-    ]
-    if outcome.began:
-        counts = ", ".join(f"{status} {n:,}" for status, n in outcome.rows.items() if n)
-        lines.append(
-            f"rows: {counts or 'none'}; {outcome.requests:,} requests, {outcome.retries:,} retries,"
-            f" {outcome.duration_s:,.1f} s"
-        )
-    if outcome.error is not None:
-        lines.append(f"error: {outcome.error}")
-    for kind, n in outcome.top_errors:
-        lines.append(f"{n:,} rows: {kind}")
-    if outcome.ledger:
-        lines.append(f"ledger: {outcome.ledger}")
-    return mask_urls("\n".join(lines))
-
-
-def webhook_payload(outcome: Outcome, *, host: str = "") -> dict[str, Any]:
-    """The JSON a ``--notify`` webhook receives: ``text`` for chat tools, then the figures."""
-    return {"text": summary_text(outcome, host=host), **outcome.as_dict(), "host": host or None}
