@@ -33,6 +33,12 @@ class _Group(click.Group):
         named = format_in(list(sys.argv[1:] if given is None else given))
         use_format(named or "text", named=named is not None)
         try:
+            self._main(*args, **kwargs)
+        finally:
+            use_format("text")  # the next command in this process (tests, library callers) starts afresh
+
+    def _main(self, *args: Any, **kwargs: Any) -> None:
+        try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
