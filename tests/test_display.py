@@ -194,11 +194,12 @@ def test_on_a_resume_rate_and_eta_count_only_this_runs_rows(tmp_path: Path) -> N
     assert "680/1,000 rows" in line and " 20/s" in line
     assert "ETA 0:00:16" in line  # 320 rows at 20/s
     log = RunLog()
+    run.tally, run.fields["started"] = Tally(), clock.now  # a new run: it starts with nothing done
     log.record(run(), "start", now=clock.now, wall=0.0, total=1000)
     clock.now += 10
     finish(run, 100)
     record = log.record(run(), "progress", now=clock.now, wall=10.0, total=1000)
-    assert (record["rate"], record["eta_s"], record["already_done"]) == (10.0, 22.0, 600)
+    assert (record["rate"], record["eta_s"], record["already_done"]) == (10.0, 30.0, 600)
 
 
 def test_log_format_is_checked(tmp_path: Path) -> None:
@@ -267,7 +268,7 @@ def test_the_summary_groups_twenty_missing_workloads_in_one_line(tmp_path: Path)
         RunResult(tally, state, 0, 2.0, False, "a.csv.ledger.jsonl", input="a.csv"), ["bulkpatch"]
     )
     lines = [line for line in text.splitlines() if "HTTP 404" in line]
-    assert lines == ["        20  HTTP 404: NotFound: workload <id> not found  (e.g. w-0000)"]
+    assert lines == ["        20  HTTP 404: NotFound: workload <id> not found  (e.g. w-0000, row 1)"]
     out = io.StringIO()
     print_report(Console(file=out, width=200), tally, ["a.ledger.jsonl", "fix.ledger.jsonl"])
     assert "ledgers a.ledger.jsonl, fix.ledger.jsonl: 20 rows" in out.getvalue()
@@ -285,3 +286,23 @@ async def test_a_run_refused_before_sending_writes_no_log_lines(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await progress.watch()
     assert sink.getvalue() == ""  # the one-line error stays the only line on stderr
+
+
+def test_every_error_kind_is_reachable_and_each_has_an_example_row() -> None:
+    tally = Tally()
+    for kind in range(7):
+        tally.add(
+            RowResult(
+                kind + 1, kind + 2, f"w{kind}", Status.FAILED, 400, 1, f"HTTP 400: bad field f{kind}", 1
+            )
+        )
+    tally.add(RowResult(12, 13, "", Status.INVALID, None, 0, "missing workload_id", None))
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 7, Status.INVALID: 1}
+    text = summary_text(RunResult(tally, state, 0, 1.0, False, "a.ledger", input="a.csv"), ["bulkpatch"])
+    assert "+3 more kinds: see bulkpatch report a.ledger" in text
+    assert text.count("(e.g. ") == 5
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), tally, "a.ledger")
+    report = out.getvalue()
+    assert "more kind" not in report and report.count("(e.g. ") == 8
+    assert "missing workload_id  (e.g. row 12)" in report  # a row without a key has its number

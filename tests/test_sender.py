@@ -137,3 +137,19 @@ async def test_401_renews_the_token_without_spending_an_attempt() -> None:
 )
 def test_describe_error(body: bytes, expected: str) -> None:
     assert describe_error(Response(400, None, body)) == expected
+
+
+async def test_requests_are_counted_by_outcome_and_retries_counted() -> None:
+    clock = FakeClock()
+    transport = script(
+        Response(503, None, b""),
+        TransportError("timeout", "timed out"),
+        Response(200, None, b"{}"),
+        Response(404, None, b""),
+    )
+    send = sender(transport, clock, backoff_base=1.0)
+    await send.send(REQUEST)
+    await send.send(REQUEST)
+    assert (send.answered[2], send.answered[4], send.answered[5]) == (1, 1, 1)
+    assert send.unanswered == {"timeout": 1}
+    assert (send.retries, send.requests) == (2, 4)

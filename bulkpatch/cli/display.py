@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from bulkpatch.cli.hints import fix_file_name, safe_command, without_limit
+from bulkpatch.cli.hints import next_steps
 from bulkpatch.cli.logline import Event, LogFormat, RunLog, hms
 from bulkpatch.records.ledger import Status
 from bulkpatch.records.results import RunResult, RunStatus
@@ -31,6 +31,8 @@ from bulkpatch.rows.reader import is_stream
 #: seconds between status lines when stderr is not a terminal (cron, Kubernetes logs)
 LOG_INTERVAL = 10.0
 _RATE_WINDOW = 10.0
+#: error kinds a run's summary lists; ``bulkpatch report`` lists them all
+TOP_ERRORS = 5
 
 
 def count_rows(name: str, fmt: str) -> int | None:
@@ -72,8 +74,13 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        end_line: bool = True,
     ) -> None:
         self._status = status
+        #: False: the caller writes the end line itself (``log("end", ...)``) once it knows the outcome
+        self._end_line = end_line
+        #: True once the start line is written
+        self.started = False
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -111,7 +118,8 @@ class Progress:
                 if logged or self._status().ready:
                     if not logged:
                         self.log("start")
-                    self.log("end")
+                    if self._end_line:
+                        self.log("end")
                 raise
         await self._count()
         with Live(self.line(), console=self._console, refresh_per_second=4, transient=True) as live:
@@ -119,14 +127,18 @@ class Progress:
                 await asyncio.sleep(0.25)
                 live.update(self.line())
 
-    def log(self, event: Event) -> None:
-        """Write one log line; a closed stderr is no reason to stop the run."""
-        total = self._estimated_total()
-        record = self._log.record(self._status(), event, now=self._clock(), wall=self._wall(), total=total)
-        text = self._log.format(record)
+    def log(self, event: Event, extra: dict[str, Any] | None = None) -> None:
+        """Write one log line, ``extra`` fields last; a closed stderr is no reason to stop the run."""
+        text = self._log.format(self.record(event), extra)
+        self.started = True
         with contextlib.suppress(OSError, ValueError):
             self._console.file.write(text + "\n")
             self._console.file.flush()
+
+    def record(self, event: Event) -> dict[str, Any]:
+        """What a log line for ``event`` would say now."""
+        total = self._estimated_total()
+        return self._log.record(self._status(), event, now=self._clock(), wall=self._wall(), total=total)
 
     def _estimated_total(self, status: RunStatus | None = None) -> int | None:
         if self._total is not None:
@@ -196,8 +208,14 @@ class Progress:
         return text
 
 
-def print_summary(console: Console, result: RunResult, *, command: list[str]) -> None:
-    """The end-of-run summary: what happened, how fast, and what to type next."""
+def print_summary(
+    console: Console, result: RunResult, *, command: list[str], stopped: BaseException | None = None
+) -> None:
+    """The end-of-run summary: what happened, how fast, and what to type next.
+
+    ``stopped`` is the error that ended the run early, if one did: the hints then say how to go
+    on after fixing it, not which rows to fix.
+    """
     tally = result.tally
     state = result.state
     sent_rows = tally.by_status[Status.OK] + tally.by_status[Status.FAILED]
@@ -220,7 +238,7 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     )
     for line in _input_notes(result):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
-    _print_details(console, tally)
+    _print_details(console, tally, ledger=result.ledger_path)
     if _cpu_bound(result):
         console.print(
             "bulkpatch used a whole CPU core (the API kept up): --processes 2 may go faster",
@@ -231,21 +249,7 @@ def print_summary(console: Console, result: RunResult, *, command: list[str]) ->
     if result.state_path is not None:
         console.print(f"sync state: {result.state_path}", highlight=False)
     # Hints are commands to paste: one line each, whatever the terminal's width.
-    hints: list[str] = []
-    if result.interrupted:
-        hints.append(f"resume with: {safe_command(command)}")
-    elif result.limited:
-        hints.append(f"stopped at --limit; go on with: {safe_command(without_limit(command))}")
-    if result.transient_failed:
-        retry = (
-            command if any(w.startswith("--retry-failed") for w in command) else [*command, "--retry-failed"]
-        )
-        hints.append(f"retry failed rows (5xx, 429, timeouts; =all for 4xx too): {safe_command(retry)}")
-    if state[Status.FAILED] or state[Status.INVALID]:
-        fix = fix_file_name(result.input, result.ledger_path)
-        report = ["bulkpatch", "report", result.ledger_path, "--failed-out", fix]
-        hints.append(f"rows to fix: {safe_command(report)}")
-    for hint in hints:
+    for hint in next_steps(result, command, stopped):
         console.print(hint, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -287,11 +291,12 @@ def print_report(console: Console, tally: Tally, ledger: str | Sequence[str]) ->
         table.add_row(status.value, f"{tally.by_status[status]:,}")
     console.print(table)
     console.print(f"requests sent: {tally.attempts:,}")
-    _print_details(console, tally)
+    _print_details(console, tally, every=True)
 
 
-def _print_details(console: Console, tally: Tally) -> None:
-    """Final HTTP statuses, latency percentiles and the most common errors."""
+def _print_details(console: Console, tally: Tally, *, ledger: str = "LEDGER", every: bool = False) -> None:
+    """Final HTTP statuses, latency percentiles and the errors by kind: the most common ones, and
+    how many more kinds ``bulkpatch report`` lists (``every``: all of them)."""
     if tally.by_http_status:
         codes = ", ".join(f"{code}: {n:,}" for code, n in sorted(tally.by_http_status.items()))
         console.print(f"final HTTP statuses: {codes}")
@@ -299,11 +304,26 @@ def _print_details(console: Console, tally: Tally) -> None:
     if latency:
         console.print(f"row latency: {latency}")
     if tally.errors:
-        console.print("most common errors:")
-        for error, n in tally.errors.most_common(5):
-            example = tally.error_examples.get(error)
-            where = f"  (e.g. {example})" if example else ""
+        console.print("errors by kind:" if every else "most common errors:")
+        kinds = tally.errors.most_common(None if every else TOP_ERRORS)
+        for error, n in kinds:
+            where = f"  (e.g. {example})" if (example := _example(tally, error)) else ""
             console.print(f"  {n:>8,}  {error}{where}", highlight=False, markup=False, soft_wrap=True)
+        if more := len(tally.errors) - len(kinds):
+            console.print(
+                f"  +{more:,} more {'kind' if more == 1 else 'kinds'}: see bulkpatch report {ledger}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+
+
+def _example(tally: Tally, error: str) -> str:
+    """``w-0007, row 12``: where to find a row of this kind (a row without a key has a number)."""
+    row, key = tally.error_rows.get(error), tally.error_examples.get(error)
+    if key and row is not None:
+        return f"{key}, row {row}"
+    return key or (f"row {row}" if row is not None else "")
 
 
 def _latency(tally: Tally) -> str:

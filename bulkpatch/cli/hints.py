@@ -13,6 +13,20 @@ import os
 import re
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bulkpatch.errors import (
+    ApiUnreachable,
+    AuthError,
+    BulkPatchError,
+    ConfigError,
+    LedgerError,
+    WrongTarget,
+)
+from bulkpatch.records.ledger import Status
+
+if TYPE_CHECKING:
+    from bulkpatch.records.results import RunResult
 
 #: what a masked value reads as
 MASK = "…"
@@ -49,6 +63,44 @@ def safe_command(words: list[str]) -> str:
         else:
             out.append(_url_masked(word))
     return shlex.join(out)
+
+
+def next_steps(result: RunResult, command: list[str], stopped: BaseException | None = None) -> list[str]:
+    """What to type next after ``result``, one command per line, each only where it fits.
+
+    A run that stopped early (``stopped``: the API out of reach, the first rows all failed
+    alike, credentials refused, the input or the ledger broken) has no rows to fix: its rows
+    failed or stayed unsent because of that one cause, so the hint is to fix it and go on.
+    """
+    if isinstance(stopped, KeyboardInterrupt):
+        return [f"resume with: {safe_command(command)}"]
+    if isinstance(stopped, BulkPatchError) and not isinstance(stopped, ConfigError):
+        again = safe_command(command)
+        if isinstance(stopped, WrongTarget):
+            return ["check --base-url and --path, then run again (rows applied stay applied)"]
+        if isinstance(stopped, ApiUnreachable):
+            return [f"once the API answers again, the same command sends the rows left: {again}"]
+        if isinstance(stopped, AuthError):
+            return [f"with working credentials, the same command sends the rows left: {again}"]
+        if isinstance(stopped, LedgerError):
+            return [f"once the ledger can be written (disk space?), the same command goes on: {again}"]
+        return [f"once the error is fixed, the same command goes on: {again}"]
+    state = result.state
+    hints: list[str] = []
+    if result.interrupted:
+        hints.append(f"resume with: {safe_command(command)}")
+    elif result.limited:
+        hints.append(f"stopped at --limit; go on with: {safe_command(without_limit(command))}")
+    if result.transient_failed:
+        retry = (
+            command if any(w.startswith("--retry-failed") for w in command) else [*command, "--retry-failed"]
+        )
+        hints.append(f"retry failed rows (5xx, 429, timeouts; =all for 4xx too): {safe_command(retry)}")
+    if state[Status.FAILED] or state[Status.INVALID]:
+        fix = fix_file_name(result.input, result.ledger_path)
+        report = ["bulkpatch", "report", result.ledger_path, "--failed-out", fix]
+        hints.append(f"rows to fix: {safe_command(report)}")
+    return hints
 
 
 def without_limit(command: list[str]) -> list[str]:

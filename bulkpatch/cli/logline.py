@@ -11,6 +11,7 @@ and would make the run look far faster than it is.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -44,6 +45,12 @@ class RunLog:
 
         ``now`` is a monotonic time, ``wall`` the time of day; ``total`` the rows expected.
         """
+        if event == "start":
+            # The start line tells how the run began, not how far it got while the input's rows
+            # were being counted: nothing done yet, at the time sending began.
+            wall -= max(0.0, now - run.started) if 0 < run.started <= now else 0.0
+            now = run.started if 0 < run.started <= now else now
+            run = replace(run, counts={}, already_done=0, retrying=0)
         this_run = run.done
         done = this_run + run.already_done
         if total is not None:
@@ -77,11 +84,12 @@ class RunLog:
             "concurrency": run.concurrency,
         }
 
-    def format(self, record: dict[str, Any]) -> str:
-        """One line, without its line ending."""
+    def format(self, record: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+        """One line, without its line ending; ``extra`` fields go last (``name=value`` in text)."""
         if self.log_format == "json":
-            return orjson.dumps(record).decode()
-        return _text(record)
+            return orjson.dumps({**record, **(extra or {})}).decode()
+        words = [_text(record), *(f"{name}={value}" for name, value in (extra or {}).items())]
+        return " ".join(words)
 
 
 def utc(timestamp: float) -> str:

@@ -13,21 +13,31 @@ from typing import Any
 import click
 
 from bulkpatch import __version__
+from bulkpatch.cli.exits import EXIT_INTERRUPTED as _EXIT_INTERRUPTED
+from bulkpatch.cli.exits import EXIT_USAGE as _EXIT_USAGE
+from bulkpatch.cli.exits import exit_status
 from bulkpatch.cli.operations import export, plan, verify
 from bulkpatch.cli.run import run
-from bulkpatch.cli.terminal import ensure_std_streams, fail, quiet_stdout
+from bulkpatch.cli.stderr import fail, format_in, use_format
+from bulkpatch.cli.terminal import ensure_std_streams, quiet_stdout
 from bulkpatch.cli.tools import demo, mock, report, state_command
-from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
-
-_EXIT_USAGE = 2
-_EXIT_INTERRUPTED = 130
+from bulkpatch.errors import BulkPatchError
 
 
 class _Group(click.Group):
-    """A group whose usage errors are one line on stderr, exit 2."""
+    """A group whose usage errors are one line on stderr (JSON with ``--log-format json``), exit 2."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        given = kwargs.get("args", args[0] if args else None)
+        named = format_in(list(sys.argv[1:] if given is None else given))
+        use_format(named or "text", named=named is not None)
+        try:
+            self._main(*args, **kwargs)
+        finally:
+            use_format("text")  # the next command in this process (tests, library callers) starts afresh
+
+    def _main(self, *args: Any, **kwargs: Any) -> None:
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -35,21 +45,17 @@ class _Group(click.Group):
             sys.exit(_EXIT_USAGE)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx else "bulkpatch"
-            fail(f"{command}: {exc.format_message()} (see --help)", _EXIT_USAGE)
+            fail(f"{exc.format_message()} (see --help)", _EXIT_USAGE, prefix=f"{command}: ")
         except click.ClickException as exc:
-            fail(f"bulkpatch: {exc.format_message()}", exc.exit_code)
+            fail(exc.format_message(), exc.exit_code, prefix="bulkpatch: ")
         except click.exceptions.Abort:
-            fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
+            fail("interrupted", _EXIT_INTERRUPTED, prefix="bulkpatch: ")
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except (ConfigError, AuthError) as exc:
-            fail(f"bulkpatch: error: {exc}", _EXIT_USAGE)
-        except InputError as exc:
-            fail(f"bulkpatch: error: {exc}", 1)
         except BulkPatchError as exc:
-            fail(f"bulkpatch: error: {exc}", 1)
+            fail(str(exc), exit_status(exc))
         except KeyboardInterrupt:
-            fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
+            fail("interrupted", _EXIT_INTERRUPTED, prefix="bulkpatch: ")
         except BrokenPipeError:
             # stdout went away (`bulkpatch report … | head -1`): what was asked is done.
             quiet_stdout()

@@ -1,4 +1,9 @@
-"""``bulkpatch run``: its options, and the progress and summary around the engine."""
+"""``bulkpatch run``: the command around the engine: progress, summary, and telling the owner.
+
+The options are declared in ``run_options``; what the run leaves behind for its owner (metrics
+file, webhook, the last stderr line) is ``telling``'s. This module runs the engine between them
+and turns however it ended (a result, or an error that stopped it) into one exit status.
+"""
 
 from __future__ import annotations
 
@@ -14,203 +19,24 @@ import click
 import orjson
 from rich.console import Console
 
-from bulkpatch.cli.terminal import Stdout, print_safely
-from bulkpatch.defaults import DEFAULT_PATH
+from bulkpatch.cli import stderr
+from bulkpatch.cli.exits import exit_status
+from bulkpatch.cli.run_options import RunArgs, options_of, run_options
+from bulkpatch.cli.telling import Ending
+from bulkpatch.cli.terminal import Stdout, print_safely, stderr_console
 from bulkpatch.errors import BulkPatchError, ConfigError
 from bulkpatch.event_loop import run_loop
 
 if TYPE_CHECKING:
+    from bulkpatch.cli.display import Progress
     from bulkpatch.engine.run import Run
     from bulkpatch.options import RunOptions
     from bulkpatch.records.results import RunResult
 
 
 @click.command()
-@click.argument("input", metavar="INPUT")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl"]),
-    help="Input format.  [default: from the extension]",
-)
-@click.option(
-    "--base-url",
-    envvar="BULKPATCH_BASE_URL",
-    show_envvar=True,
-    help="API root, e.g. https://eu2-cloud.acronis.com.",
-)
-@click.option(
-    "--path",
-    "path",
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="Path template; each {field} is filled from the row and left out of the body.",
-)
-@click.option("--method", default="PATCH", show_default=True, help="HTTP method.")
-@click.option(
-    "--schema",
-    type=click.Choice(["workload", "any"]),
-    default="workload",
-    show_default=True,
-    help="workload: validate the v5 PATCH body; any: any JSON object.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 10_000),
-    default=16,
-    show_default=True,
-    help="Requests in flight at most.",
-)
-@click.option(
-    "--processes",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Worker processes that send the requests.  Raise it (to the number of cores) only"
-    " when a fast API makes bulkpatch itself use a whole CPU core.",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Requests per second at most, all workers together.  [default: unlimited]",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, 100),
-    default=5,
-    show_default=True,
-    help="Attempts per row, the first one included.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds per attempt.",
-)
-@click.option(
-    "-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra header; repeatable."
-)
-@click.option("--ledger", help="The run's ledger.  [default: INPUT.ledger.jsonl]")
-@click.option(
-    "--retry-failed",
-    type=click.Choice(["transient", "all"]),
-    is_flag=False,
-    flag_value="transient",
-    default=None,
-    help="Also resend failed rows: transient failures (5xx, 429, timeouts, connection errors;"
-    " the default) or, with --retry-failed=all, 4xx refusals too.",
-)
-@click.option(
-    "--retry-unsafe",
-    is_flag=True,
-    help="Resend a POST after a timeout or dropped connection, although it may have been applied.",
-)
-@click.option(
-    "--max-outage",
-    type=float,
-    default=300.0,
-    show_default=True,
-    help="Seconds the API may refuse every connection before the run stops (rows left unsent).",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    help="Handle at most N rows not done yet, then stop: a canary run. Run again to go on.",
-)
-@click.option(
-    "--state",
-    type=click.Path(dir_okay=False),
-    envvar="BULKPATCH_STATE",
-    help="The memory (SQLite) of what was last applied per key, shared by every run that names it;"
-    " and heal: every key that failed before is sent again. For nightly syncs. Without it the"
-    " memory is bulkpatch-memory.db beside the ledger. [env: BULKPATCH_STATE]",
-)
-@click.option("--full", is_flag=True, help="Send every row, whatever the memory proves applied.")
-@click.option(
-    "--keep-ledgers",
-    type=click.IntRange(min=0),
-    default=7,
-    show_default=True,
-    help="Archived ledgers of a changed input to keep beside the ledger; older ones are removed.",
-)
-@click.option(
-    "--shard",
-    metavar="K/N",
-    help="Send only the rows whose key hashes to shard K of N (N alone: K from"
-    " JOB_COMPLETION_INDEX, a Kubernetes Indexed Job). --rate is the whole job's: each shard takes"
-    " R/N. Each shard has its own ledger and state.",
-)
-@click.option(
-    "--only-changed",
-    is_flag=True,
-    help="Read the live workloads first (one GET per 100 rows) and send only the rows that change"
-    " something; the others are recorded unchanged.",
-)
-@click.option(
-    "--verify",
-    "verify_after",
-    is_flag=True,
-    help="After the run, read the workloads back and exit 1 if any differs from the input.",
-)
-@click.option("--dry-run", is_flag=True, help="Validate and map every row, show a sample, send nothing.")
-@click.option(
-    "--token-url",
-    envvar="BULKPATCH_TOKEN_URL",
-    help="OAuth2 token endpoint.  [default: BASE_URL/api/2/idp/token]",
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Live progress on stderr.  [default: on when stderr is a terminal]",
-)
-@click.option(
-    "-q", "--quiet", is_flag=True, help="No progress and no periodic status lines; the summary only."
-)
-@click.option(
-    "--log-json",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Append one JSON line per retry, concurrency or rate change, outage start and end, token"
-    " renewal and stop request.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Status lines when stderr is no terminal (cron, kubectl logs): text, or one JSON object each.",
-)
-def run(
-    input: str,
-    fmt: str | None,
-    base_url: str | None,
-    path: str,
-    method: str,
-    schema: str,
-    concurrency: int,
-    processes: int,
-    rate: float | None,
-    max_attempts: int,
-    timeout: float,
-    headers: tuple[str, ...],
-    ledger: str | None,
-    retry_failed: str | None,
-    retry_unsafe: bool,
-    max_outage: float,
-    limit: int | None,
-    state: str | None,
-    full: bool,
-    keep_ledgers: int,
-    shard: str | None,
-    only_changed: bool,
-    verify_after: bool,
-    dry_run: bool,
-    token_url: str | None,
-    progress: bool | None,
-    quiet: bool,
-    log_json: str | None,
-    log_format: Literal["text", "json"],
-) -> int:
+@run_options
+def run(**given: Any) -> int:
     """Send one request per row of INPUT (.csv, .jsonl, .ndjson, gzipped too, or - for stdin).
 
     \b
@@ -218,121 +44,149 @@ def run(
       BULKPATCH_TOKEN                                  sent as "Authorization: Bearer ..."
       BULKPATCH_CLIENT_ID + BULKPATCH_CLIENT_SECRET    OAuth2 client credentials
 
-    A row is skipped as done only when the ledger holds an answer to the very request it maps
-    to now (same URL and body); rows of one key are sent in input order.
+    A row is skipped only when the last request applied (2xx) to its key at this target is this
+    very request, with nothing recorded for the key since; the memory that knows it is --state,
+    or bulkpatch-memory.db beside the ledger. Rows of one key are sent in input order.
+
+    \b
+    Settings: a flag beats its environment variable, which beats --config FILE (or
+    BULKPATCH_CONFIG), which beats the default. Secrets come from the environment only.
 
     Exit status: 0 every row ok, skipped or unchanged; 1 some row failed or invalid, or the run
     stopped early because every row left would fail (API unreachable, the first rows all failed
     alike); 2 bad usage or configuration, or credentials rejected (nothing more sent); 130
     interrupted (the ledger is flushed; run again to resume).
     """
+    args = RunArgs(**given)
+    stderr.use_format(args.log_format, named=True)
+    ending = Ending(args)
+    try:
+        code = _run(args, ending)
+    except (BulkPatchError, KeyboardInterrupt) as exc:
+        from bulkpatch.records.results import RunResult
+
+        code = exit_status(exc)
+        partial = exc.result if isinstance(exc, BulkPatchError) else None
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        ending.finish(
+            code,
+            # What the run did: carried by the error that stopped it, or done before --verify failed.
+            partial if isinstance(partial, RunResult) else ending.result,
+            error="interrupted" if interrupted else str(exc),
+            prefix="bulkpatch: " if interrupted else "bulkpatch: error: ",
+            hints=ending.hints,
+        )
+        raise click.exceptions.Exit(code) from None
+    ending.finish(code, ending.result, hints=ending.hints)
+    return code
+
+
+def _run(args: RunArgs, ending: Ending) -> int:
+    """The run itself; its summary on stdout (in JSON log mode: in the end event instead)."""
+    from bulkpatch.cli.display import Progress, print_summary
+    from bulkpatch.cli.hints import next_steps
     from bulkpatch.engine.preview import dry_run as dry_run_rows
     from bulkpatch.engine.run import Run
-    from bulkpatch.options import RunOptions, parse_header, parse_shard
     from bulkpatch.records.results import RunResult
-    from bulkpatch.records.resume import RetryFailed
-    from bulkpatch.rows.schema import Schema
 
-    options = RunOptions(
-        input=input,
-        base_url=base_url,
-        format=fmt,
-        path=path,
-        method=method,
-        schema=Schema(schema),
-        concurrency=concurrency,
-        processes=processes,
-        rate=rate,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        headers=dict(parse_header(h) for h in headers),
-        ledger=ledger,
-        retry_failed=RetryFailed(retry_failed or RetryFailed.NONE),
-        retry_unsafe=retry_unsafe,
-        max_outage=max_outage,
-        limit=limit,
-        state=state,
-        full=full,
-        keep_ledgers=keep_ledgers,
-        shard=parse_shard(shard, dict(os.environ)) if shard else None,
-        only_changed=only_changed,
-        dry_run=dry_run,
-        token=os.environ.get("BULKPATCH_TOKEN") or None,
-        client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
-        client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
-        token_url=token_url,
-    )
-    if verify_after:
+    options = options_of(args)
+    if args.verify_after:
         from bulkpatch.options import check_plannable
 
         check_plannable(options)
+    if args.metrics_file is not None:
+        from bulkpatch.records.metrics import check_writable
+
+        check_writable(args.metrics_file)
+    if args.notify_url is not None:
+        from bulkpatch.http.notify import check_webhook
+
+        check_webhook(args.notify_url)
     out = Stdout()
-    if dry_run:
+    if args.dry_run:
         found = dry_run_rows(options)
         _print_dry_run(out, found)
         return 1 if found.tally.bad else 0
-    err = Console(stderr=True, highlight=False)
-    live = err.is_terminal if progress is None else progress
-    command = ["bulkpatch", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["bulkpatch", "run", input]
+    err = stderr_console()
+    json_log = args.log_format == "json"
+    # JSON lines are for a machine: never a live bar between them, whatever the terminal.
+    live = not json_log and (err.is_terminal if args.progress is None else args.progress)
+    command = (
+        ["bulkpatch", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["bulkpatch", "run", args.input]
+    )
     # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
     # sweeps, which otherwise rescan it all on every full collection (~2% of throughput).
     gc.freeze()
 
     def notice(line: str) -> None:
-        err.print(f"bulkpatch: {line}", markup=False, highlight=False, soft_wrap=True)
+        if live:  # through the console, so that the line goes above the live bar
+            err.print(f"bulkpatch: {line}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            stderr.notice(line)
 
-    from bulkpatch.cli.display import print_summary
+    def summary(result: RunResult, stopped: BaseException | None = None) -> None:
+        ending.result = result
+        ending.hints = next_steps(result, command, stopped)
+        if not json_log:  # JSON: the end event carries the summary
+            print_safely(lambda: print_summary(out, result, command=command, stopped=stopped))
 
     # --limit N --verify reads back this run's rows only (at most N of them, by row number).
-    this_run: set[int] | None = set() if verify_after and options.limit else None
+    this_run: set[int] | None = set() if args.verify_after and options.limit else None
     on_result = (lambda r: this_run.add(r.row)) if this_run is not None else None
-    with _event_log(log_json) as events:
+    with _event_log(args.log_json) as events:
+        ending.run = engine = Run(options, events=events, notice=notice, on_result=on_result)
+        if not args.quiet:
+            ending.progress = Progress(
+                engine.status, err, live=live, log_format=args.log_format, end_line=False
+            )
         try:
             result = run_loop(
-                run_with_progress(
-                    Run(options, events=events, notice=notice, on_result=on_result),
-                    err,
-                    live=live,
-                    quiet=quiet,
-                    log_format=log_format,
-                )
+                run_with_progress(engine, err, live=live, quiet=args.quiet, progress=ending.progress)
             )
         except BulkPatchError as exc:
             # The run stopped early: show what it did, then why (one line), then exit.
-            partial = exc.result
-            if isinstance(partial, RunResult):
-                print_safely(lambda: print_summary(out, partial, command=command))
+            if isinstance(exc.result, RunResult):
+                summary(exc.result, exc)
             raise
-    print_safely(lambda: print_summary(out, result, command=command))
-    if verify_after and not result.interrupted:
-        return max(result.exit_code, _verify(options, out, this_run))
+    summary(result)
+    if args.verify_after and not result.interrupted:
+        return max(result.exit_code, _verify(options, out, json_log, this_run))
     return result.exit_code
 
 
-def _verify(options: RunOptions, out: Console, rows: set[int] | None = None) -> int:
+def _verify(options: RunOptions, out: Console, json_log: bool, rows: set[int] | None = None) -> int:
     """``--verify``: read the workloads back (``rows``, when given: only those); 1 when some
     live value differs from the input."""
     from bulkpatch.cli.operations import read_back
 
     found = run_loop(read_back(options, only=rows.__contains__ if rows is not None else None))
-    print_safely(
-        lambda: out.print(
-            f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
-            f" {found.drifted:,} differ, {found.not_found:,} not found",
-            highlight=False,
-        )
+    line = (
+        f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
+        f" {found.drifted:,} differ, {found.not_found:,} not found"
     )
+    if json_log:
+        stderr.notice(line)
+    else:
+        print_safely(lambda: out.print(line, highlight=False))
     return found.exit_code
 
 
 async def run_with_progress(
-    run: Run, console: Console, *, live: bool, quiet: bool, log_format: Literal["text", "json"] = "text"
+    run: Run,
+    console: Console,
+    *,
+    live: bool,
+    quiet: bool,
+    log_format: Literal["text", "json"] = "text",
+    progress: Progress | None = None,
 ) -> RunResult:
+    """``run.execute()`` with ``progress`` (or a new display) watching it, unless ``quiet``."""
     from bulkpatch.cli.display import Progress
 
     watcher = None
     if not quiet:
-        watcher = asyncio.create_task(Progress(run.status, console, live=live, log_format=log_format).watch())
+        progress = progress or Progress(run.status, console, live=live, log_format=log_format)
+        watcher = asyncio.create_task(progress.watch())
     try:
         return await run.execute(handle_signals=True)
     finally:

@@ -6,20 +6,19 @@ run's outcome into a crash or another exit status.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
-import click
 from rich.console import Console
 
 
 def fail(message: str, code: int) -> None:
-    """One line on stderr, then exit with ``code``."""
-    with contextlib.suppress(OSError):
-        click.echo(message, err=True)
-    sys.exit(code)
+    """One line on stderr (as ``stderr.fail`` writes it), then exit with ``code``."""
+    from bulkpatch.cli.stderr import fail as fail_line
+
+    fail_line(message, code, prefix="")
 
 
 def ensure_std_streams() -> None:
@@ -41,14 +40,31 @@ def ensure_std_streams() -> None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
 
 
+def no_color() -> dict[str, Any]:
+    """Console settings for ``NO_COLOR`` (https://no-color.org): set and not empty, no styling at all.
+
+    rich drops colours for it but keeps bold and dim, and ``FORCE_COLOR`` would bring them back:
+    with no colour system there is no escape sequence of any kind.
+    """
+    if os.environ.get("NO_COLOR", ""):
+        return {"no_color": True, "color_system": None}
+    return {}
+
+
+def stderr_console() -> Console:
+    """The console for progress on stderr, honouring ``NO_COLOR``."""
+    return Console(stderr=True, highlight=False, **no_color())
+
+
 class Stdout(Console):
     """A console on stdout for which a reader that went away is not an error.
 
     rich's own answer to EPIPE is ``SystemExit(1)``; a run's exit status is its outcome instead.
+    Honours ``NO_COLOR``.
     """
 
     def __init__(self) -> None:
-        super().__init__(highlight=False, soft_wrap=True)
+        super().__init__(highlight=False, soft_wrap=True, **no_color())
 
     def on_broken_pipe(self) -> None:
         self.quiet = True

@@ -12,7 +12,7 @@ import click
 import orjson
 from rich.console import Console
 
-from bulkpatch.cli.terminal import Stdout, fail, print_safely
+from bulkpatch.cli.terminal import Stdout, fail, print_safely, stderr_console
 from bulkpatch.errors import ConfigError
 from bulkpatch.event_loop import run_loop
 
@@ -263,7 +263,7 @@ def _demo(folder: Path, progress: bool | None) -> int:
     from bulkpatch.records.results import RunResult
 
     out = Stdout()
-    err = Console(stderr=True, highlight=False)
+    err = stderr_console()
     live = err.is_terminal if progress is None else progress
 
     def announce(url: str, config: MockConfig, source: Path) -> None:

@@ -101,6 +101,12 @@ class Sender:
         self.requests = 0
         #: rows answered 2xx so far
         self.succeeded = 0
+        #: requests answered, by the first digit of their status (``answered[5]``: 5xx)
+        self.answered = [0] * 10
+        #: requests that had no answer, by ``TransportError.kind`` (connect, timeout, disconnect)
+        self.unanswered: dict[str, int] = {}
+        #: attempts scheduled again after a retryable failure
+        self.retries = 0
 
     async def send(self, request: Request) -> RowResult | None:
         """The row's outcome; None when the run stopped before it had one (leave it unrecorded)."""
@@ -152,6 +158,7 @@ class Sender:
             return outcome
 
         def before_sleep(state: RetryCallState) -> None:
+            self.retries += 1
             if self._on_retry is not None and state.outcome is not None and state.next_action:
                 self._on_retry(request, state.outcome.result(), state.next_action.sleep)
 
@@ -195,6 +202,7 @@ class Sender:
                 try:
                     response = await self._transport.send(self._method, url, body, headers)
                 except TransportError as exc:
+                    self._unanswered(exc)
                     if exc.kind != "connect" or not self._outage.cannot_connect(self._redact(str(exc))):
                         raise
                     response = await self._exchange(url, body, headers)  # the API is gone: wait for it
@@ -211,6 +219,7 @@ class Sender:
             pacer.release()
             return _STOPPED
         status = response.status
+        self.answered[status // 100 % 10] += 1
         if 200 <= status < 300:
             pacer.release(ok=True)
             return Attempt(status, None, None, False, 1)
@@ -261,6 +270,7 @@ class Sender:
                 self.requests += 1
                 response = await self._transport.send(self._method, url, body, headers)
             except TransportError as exc:
+                self._unanswered(exc)
                 if exc.kind == "connect" and outage.cannot_connect(self._redact(str(exc))):
                     if probing:
                         await outage.wait_before_probe()
@@ -273,6 +283,9 @@ class Sender:
                     outage.probe.release()
             outage.answered()
             return response
+
+    def _unanswered(self, error: TransportError) -> None:
+        self.unanswered[error.kind] = self.unanswered.get(error.kind, 0) + 1
 
 
 #: what an attempt that never happened returns: the run stopped first

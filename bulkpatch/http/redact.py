@@ -7,6 +7,7 @@ secret and each token it yields, the ``-H`` values — is replaced by ``***`` wh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -43,3 +44,27 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor(<{len(self._secrets)} secrets>)"
+
+
+# A URL in free text: scheme, then anything up to a space or a quote.
+_URL = re.compile(r"""(?P<scheme>[A-Za-z][\w+.-]*://)(?P<rest>[^\s'"<>]+)""")
+
+
+def mask_urls(text: str) -> str:
+    """``text`` with each URL's credentials and query masked: ``https://…@host/path?…``.
+
+    For text that leaves the machine (a webhook's summary): a URL in an error message may carry
+    a password (``https://user:pw@host``) or a signed query (``?sig=…``).
+    """
+
+    def masked(match: re.Match[str]) -> str:
+        rest = match["rest"]
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            authority = MASK + "@" + authority.rpartition("@")[2]
+        path, question, _ = path.partition("?")
+        if not slash:
+            authority, question, _ = authority.partition("?")
+        return f"{match['scheme']}{authority}{slash}{path}{'?' + MASK if question else ''}"
+
+    return _URL.sub(masked, text)

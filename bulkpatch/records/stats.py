@@ -82,6 +82,8 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     #: the key of the first row seen with each kind of error
     error_examples: dict[str, str] = field(default_factory=dict)
+    #: the row number (in its input) of that first row: rows that never had a key have one too
+    error_rows: dict[str, int] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     #: requests sent, all attempts of all rows
     attempts: int = 0
@@ -99,6 +101,7 @@ class Tally:
             elif len(errors) < _MAX_ERRORS:
                 errors[kind] = 1
                 self.error_examples[kind] = result.key
+                self.error_rows[kind] = result.row
         self.attempts += result.attempts
         if result.ms is not None:
             self.latency.add(result.ms)
