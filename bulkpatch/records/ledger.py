@@ -107,10 +107,7 @@ class RowResult:
             or not (ms is None or (type(ms) in (int, float) and math.isfinite(ms) and ms >= 0))
         ):
             return None
-        ts = data.get("ts")
-        if not (type(ts) in (int, float) and math.isfinite(ts) and ts >= 0):
-            ts = None  # only the report's charts read it: a bad one costs the row its place there
-        fp = parse_fp(data.get("fp"))
+        fp, ts = parse_fp(data.get("fp")), _timestamp(data.get("ts"))
         return cls(row, line or 0, key, status, http, attempts or 0, error, ms, fp, ts)
 
 
@@ -128,6 +125,14 @@ def parse_fp(value: object) -> int:
         except ValueError:
             return 0
     return 0
+
+
+def _timestamp(value: object) -> float | None:
+    """A record's ``ts``; None for a missing or malformed one (only the report's charts read it,
+    so a bad one costs the row its place there, not its count)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return value
+    return None
 
 
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
