@@ -1,0 +1,116 @@
+"""What happened when: rows finished and rows in flight over time, in constant memory.
+
+Every row record carries ``ts``, the time of its outcome, and a sent row ``ms``, how long it took
+from its first request to that outcome: so the row was in flight from ``ts - ms`` to ``ts``.
+Counting how these intervals overlap gives the run's real concurrency without the engine writing
+a single extra record. Time is cut into bins that start fine (50 ms) and double in width whenever
+there would be more than ``max_bins`` of them, so a run of a million rows or of a week keeps a
+few thousand numbers. A bin's in-flight figure is the time-weighted average over the bin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: the finest bin, in seconds
+BASE_WIDTH = 0.05
+_DAY_MS = 86_400_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Evenly spaced values: ``values[i]`` covers ``start + i * width`` to the next step."""
+
+    start: float
+    width: float
+    values: list[float]
+
+
+class Timeline:
+    """Bins ``add``-ed outcomes by time; ``series`` resamples them for a chart."""
+
+    def __init__(self, max_bins: int = 4096) -> None:
+        self.width = BASE_WIDTH
+        self._max_bins = max_bins
+        self._done: dict[int, float] = {}
+        self._sent: dict[int, float] = {}
+        #: seconds of rows in flight per bin (divide by the width for the average count)
+        self._busy: dict[int, float] = {}
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def add(self, ts: float, ms: float | None, sent: bool) -> None:
+        """Count one outcome at ``ts``; a sent row with its latency ``ms`` is in flight before it."""
+        # A day at most: one absurd latency in a hand-edited ledger must not stretch the chart.
+        begin = ts - min(ms, _DAY_MS) / 1000.0 if sent and ms else ts
+        self._widen_to(
+            begin if self.first is None else min(self.first, begin),
+            ts if self.last is None else max(self.last, ts),
+        )
+        at = math.floor(ts / self.width)
+        self._done[at] = self._done.get(at, 0) + 1
+        if sent:
+            self._sent[at] = self._sent.get(at, 0) + 1
+            if ms:
+                self._spread(begin, ts)
+
+    def _spread(self, begin: float, end: float) -> None:
+        width = self.width
+        busy = self._busy
+        at = math.floor(begin / width)
+        while begin < end:
+            edge = min((at + 1) * width, end)
+            busy[at] = busy.get(at, 0.0) + (edge - begin)
+            begin = edge
+            at += 1
+
+    def _widen_to(self, first: float, last: float) -> None:
+        self.first, self.last = first, last
+        while (last - first) / self.width > self._max_bins:
+            self.width *= 2
+            self._done = _halved(self._done)
+            self._sent = _halved(self._sent)
+            self._busy = _halved(self._busy)
+
+    @property
+    def empty(self) -> bool:
+        return self.first is None
+
+    @property
+    def span(self) -> float:
+        """Seconds from the first request sent (or outcome) to the last outcome."""
+        return 0.0 if self.first is None or self.last is None else self.last - self.first
+
+    def rows_per_second(self, points: int, *, sent_only: bool = False) -> Series:
+        """Rows finished per second, averaged over each of about ``points`` steps."""
+        counts = self._sent if sent_only else self._done
+        series = self._resample(counts, points)
+        return Series(series.start, series.width, [v / series.width for v in series.values])
+
+    def in_flight(self, points: int) -> Series:
+        """Rows in flight, time-weighted average over each of about ``points`` steps."""
+        series = self._resample(self._busy, points)
+        return Series(series.start, series.width, [v / series.width for v in series.values])
+
+    def _resample(self, bins: dict[int, float], points: int) -> Series:
+        """Sums of ``bins`` over steps of a whole number of bins, about ``points`` of them."""
+        if self.first is None or self.last is None:
+            return Series(0.0, 1.0, [])
+        low = math.floor(self.first / self.width)
+        high = math.floor(self.last / self.width)
+        per = max(1, math.ceil((high - low + 1) / max(points, 1)))
+        values = [0.0] * ((high - low) // per + 1)
+        for at, value in bins.items():
+            slot = (at - low) // per
+            if 0 <= slot < len(values):
+                values[slot] += value
+        return Series(low * self.width, per * self.width, values)
+
+
+def _halved(bins: dict[int, float]) -> dict[int, float]:
+    # floor(t / 2w) == floor(floor(t / w) / 2): merging neighbours is exact.
+    out: dict[int, float] = {}
+    for at, value in bins.items():
+        out[at // 2] = out.get(at // 2, 0.0) + value
+    return out
