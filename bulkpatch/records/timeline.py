@@ -39,15 +39,20 @@ class Timeline:
         self._busy: dict[int, float] = {}
         self.first: float | None = None
         self.last: float | None = None
+        # Times are kept relative to the first one seen: Unix seconds (1.8e9) leave a float only
+        # microseconds of precision, and a sum of many small overlaps would show it.
+        self._origin: float | None = None
+        self._first = self._last = 0.0
 
     def add(self, ts: float, ms: float | None, sent: bool) -> None:
         """Count one outcome at ``ts``; a sent row with its latency ``ms`` is in flight before it."""
+        first = self._origin is None
+        if self._origin is None:
+            self._origin = float(math.floor(ts))
+        ts -= self._origin
         # A day at most: one absurd latency in a hand-edited ledger must not stretch the chart.
         begin = ts - min(ms, _DAY_MS) / 1000.0 if sent and ms else ts
-        self._widen_to(
-            begin if self.first is None else min(self.first, begin),
-            ts if self.last is None else max(self.last, ts),
-        )
+        self._widen_to(begin if first else min(self._first, begin), ts if first else max(self._last, ts))
         at = math.floor(ts / self.width)
         self._done[at] = self._done.get(at, 0) + 1
         if sent:
@@ -66,7 +71,9 @@ class Timeline:
             at += 1
 
     def _widen_to(self, first: float, last: float) -> None:
-        self.first, self.last = first, last
+        self._first, self._last = first, last
+        origin = self._origin or 0.0
+        self.first, self.last = origin + first, origin + last
         while (last - first) / self.width > self._max_bins:
             self.width *= 2
             self._done = _halved(self._done)
@@ -95,17 +102,17 @@ class Timeline:
 
     def _resample(self, bins: dict[int, float], points: int) -> Series:
         """Sums of ``bins`` over steps of a whole number of bins, about ``points`` of them."""
-        if self.first is None or self.last is None:
+        if self._origin is None:
             return Series(0.0, 1.0, [])
-        low = math.floor(self.first / self.width)
-        high = math.floor(self.last / self.width)
+        low = math.floor(self._first / self.width)
+        high = math.floor(self._last / self.width)
         per = max(1, math.ceil((high - low + 1) / max(points, 1)))
         values = [0.0] * ((high - low) // per + 1)
         for at, value in bins.items():
             slot = (at - low) // per
             if 0 <= slot < len(values):
                 values[slot] += value
-        return Series(low * self.width, per * self.width, values)
+        return Series(self._origin + low * self.width, per * self.width, values)
 
 
 def _halved(bins: dict[int, float]) -> dict[int, float]:
