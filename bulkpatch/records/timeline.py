@@ -37,43 +37,38 @@ class Timeline:
         self._sent: dict[int, float] = {}
         #: seconds of rows in flight per bin (divide by the width for the average count)
         self._busy: dict[int, float] = {}
-        self.first: float | None = None
-        self.last: float | None = None
         # Times are kept relative to the first one seen: Unix seconds (1.8e9) leave a float only
         # microseconds of precision, and a sum of many small overlaps would show it.
         self._origin: float | None = None
-        self._first = self._last = 0.0
+        self._first, self._last = math.inf, -math.inf
 
     def add(self, ts: float, ms: float | None, sent: bool) -> None:
         """Count one outcome at ``ts``; a sent row with its latency ``ms`` is in flight before it."""
-        first = self._origin is None
-        if self._origin is None:
-            self._origin = float(math.floor(ts))
-        ts -= self._origin
+        origin = self._origin
+        if origin is None:
+            origin = self._origin = float(math.floor(ts))
+        ts -= origin
         # A day at most: one absurd latency in a hand-edited ledger must not stretch the chart.
         begin = ts - min(ms, _DAY_MS) / 1000.0 if sent and ms else ts
-        self._widen_to(begin if first else min(self._first, begin), ts if first else max(self._last, ts))
-        at = math.floor(ts / self.width)
-        self._done[at] = self._done.get(at, 0) + 1
+        if begin < self._first or ts > self._last:
+            self._widen_to(min(self._first, begin), max(self._last, ts))
+        width = self.width
+        at = math.floor(ts / width)
+        done = self._done
+        done[at] = done.get(at, 0) + 1
         if sent:
             self._sent[at] = self._sent.get(at, 0) + 1
             if ms:
-                self._spread(begin, ts)
-
-    def _spread(self, begin: float, end: float) -> None:
-        width = self.width
-        busy = self._busy
-        at = math.floor(begin / width)
-        while begin < end:
-            edge = min((at + 1) * width, end)
-            busy[at] = busy.get(at, 0.0) + (edge - begin)
-            begin = edge
-            at += 1
+                busy = self._busy
+                at = math.floor(begin / width)
+                while begin < ts:
+                    edge = min((at + 1) * width, ts)
+                    busy[at] = busy.get(at, 0.0) + (edge - begin)
+                    begin = edge
+                    at += 1
 
     def _widen_to(self, first: float, last: float) -> None:
         self._first, self._last = first, last
-        origin = self._origin or 0.0
-        self.first, self.last = origin + first, origin + last
         while (last - first) / self.width > self._max_bins:
             self.width *= 2
             self._done = _halved(self._done)
@@ -82,7 +77,17 @@ class Timeline:
 
     @property
     def empty(self) -> bool:
-        return self.first is None
+        return self._origin is None
+
+    @property
+    def first(self) -> float | None:
+        """Unix time of the first request sent (or outcome), if any."""
+        return None if self._origin is None else self._origin + self._first
+
+    @property
+    def last(self) -> float | None:
+        """Unix time of the last outcome, if any."""
+        return None if self._origin is None else self._origin + self._last
 
     @property
     def span(self) -> float:
