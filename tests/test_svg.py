@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bulkpatch.records.svg import Line, bar_chart, column_chart, line_chart, nice_ticks, number
+from bulkpatch.records.svg import Line, bar_chart, column_chart, compact, line_chart, nice_ticks, number
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,9 @@ def test_a_line_chart_holds_each_value_for_its_step() -> None:
     ys = [float(p.split(",")[1]) for p in points.split()]
     # Two values, each drawn flat over its step: four points, two heights.
     assert len(ys) == 4 and ys[0] == ys[1] and ys[2] == ys[3] and ys[2] < ys[0]
+
+
+def test_axis_ticks_stay_short() -> None:
+    assert [compact(v) for v in (950, 9_999, 12_000, 400_000, 2_500_000, 3e9)] == [
+        "950", "9,999", "12k", "400k", "2.5M", "3G",
+    ]  # fmt: skip

@@ -60,3 +60,27 @@ def test_an_empty_timeline_has_no_points() -> None:
     timeline = Timeline()
     assert timeline.empty and timeline.span == 0.0
     assert timeline.rows_per_second(points=10).values == []
+
+
+def test_idle_time_between_runs_is_cut_out_and_said_where() -> None:
+    timeline = Timeline()
+    for i in range(100):  # a 10-second run, a fix-up run a day later, another 10 seconds
+        timeline.add(T0 + i / 10, 50.0, sent=True)
+        timeline.add(T0 + 86_400 + i / 10, 50.0, sent=True)
+    series = timeline.rows_per_second(points=60)
+    assert len(series.gaps) == 1
+    at, idle = series.gaps[0]
+    assert idle == pytest.approx(86_390, abs=2 * timeline.width)
+    # The chart holds the 20 active seconds, not a day: rows on both sides of the cut.
+    assert len(series.values) * series.width < 60
+    assert sum(series.values[:at]) > 0 and sum(series.values[at:]) > 0
+    assert sum(series.values) * series.width == pytest.approx(200)
+    assert timeline.in_flight(points=60).gaps == series.gaps
+
+
+def test_a_pause_within_a_run_stays_on_the_chart() -> None:
+    timeline = Timeline()
+    for i in range(600):  # an hour at a row per 6 s, with 6 minutes without answers (an outage)
+        if not 300 <= i < 360:
+            timeline.add(T0 + i * 6, 50.0, sent=True)
+    assert timeline.rows_per_second(points=60).gaps == ()

@@ -17,8 +17,9 @@ from html import escape
 
 from bulkpatch import __version__
 from bulkpatch.records.ledger import Status
-from bulkpatch.records.run_view import RunView, duration, latency_labels, utc
+from bulkpatch.records.run_view import RunView, duration, latency_labels, step_label, time_unit, utc
 from bulkpatch.records.svg import Line, bar_chart, column_chart, line_chart, number
+from bulkpatch.records.timeline import Series
 
 ERRORS_SHOWN = 25
 CHART_POINTS = 120
@@ -125,7 +126,6 @@ def _charts(view: RunView) -> list[str]:
     if timeline.empty:
         out.append(_placeholder("No timed records: ledgers written before bulkpatch recorded times."))
     else:
-        scale, unit = _time_unit(timeline.span)
         # Fewer, wider steps than the in-flight chart: a rate over 50 ms is mostly noise.
         points = max(1, min(CHART_POINTS // 2, math.ceil(timeline.span / 0.25)))
         done = timeline.rows_per_second(points)
@@ -134,7 +134,9 @@ def _charts(view: RunView) -> list[str]:
         if sum(done.values) > sum(sent.values):
             lines.append(Line("all outcomes", "#868e96", done.values))
         start = done.start
-        x_label = f"time since {utc(start)} ({unit})"
+        scale, unit = time_unit(len(done.values) * done.width)  # the active time: idle is cut out
+        cut = " (idle time cut out)" if done.gaps else ""
+        x_label = f"time since {utc(start)} ({unit}){cut}"
         out.append(
             line_chart(
                 "Rows per second",
@@ -142,7 +144,8 @@ def _charts(view: RunView) -> list[str]:
                 x0=0.0,
                 step=done.width / scale,
                 x_label=x_label,
-                y_label=f"rows/s (per {_step(done.width)})",
+                y_label=f"rows/s (per {step_label(done.width)})",
+                breaks=_breaks(done, scale),
             )
         )
         busy = timeline.in_flight(CHART_POINTS)
@@ -151,10 +154,11 @@ def _charts(view: RunView) -> list[str]:
             line_chart(
                 "Rows in flight (concurrency)",
                 [Line("in flight", "#7048e8", busy.values, fill=True)],
-                x0=(busy.start - start) / scale,
+                x0=0.0,
                 step=busy.width / scale,
                 x_label=x_label,
-                y_label=f"rows in flight (mean per {_step(busy.width)})",
+                y_label=f"rows in flight (mean per {step_label(busy.width)})",
+                breaks=_breaks(busy, scale),
                 reference=(limit, f"--concurrency {limit}") if limit else None,
             )
         )
@@ -183,16 +187,8 @@ def _latency_chart(view: RunView) -> str:
     )
 
 
-def _step(seconds: float) -> str:
-    return f"{number(round(seconds, 2))} s" if seconds < 120 else f"{number(round(seconds / 60, 1))} min"
-
-
-def _time_unit(span: float) -> tuple[float, str]:
-    if span <= 180:
-        return 1.0, "s"
-    if span <= 3 * 3600:
-        return 60.0, "min"
-    return 3600.0, "h"
+def _breaks(series: Series, scale: float) -> list[tuple[float, str]]:
+    return [(at * series.width / scale, f"{duration(idle)} idle") for at, idle in series.gaps]
 
 
 def _placeholder(text: str) -> str:
@@ -219,7 +215,8 @@ def _errors(view: RunView) -> list[str]:
         kind = f"<code>{escape(group.kind)}</code>{detail}"
         rows.append([f"{group.rows:,}", kind, escape(statuses), escape(http) or "&ndash;", examples])
     head = ["rows", "kind of error", "status", "HTTP", "example rows (key, row, line)"]
-    out = [f"<h2>Errors: {len(view.errors):,} kinds over {view.tally.bad:,} rows</h2>"]
+    kinds = f"{len(view.errors):,} kind{'s' if len(view.errors) > 1 else ''}"
+    out = [f"<h2>Errors: {kinds} over {view.tally.bad:,} rows</h2>"]
     out.append(_table(head, rows, numeric={0}, raw=True))
     hidden = len(view.errors) - ERRORS_SHOWN
     if hidden > 0 or view.errors_dropped:

@@ -63,7 +63,8 @@ def _errors(view: RunView) -> list[str]:
     if not view.errors:
         return []
     out = [
-        f"**Errors** ({len(view.errors):,} kinds over {view.tally.bad:,} rows)",
+        f"**Errors** ({len(view.errors):,} kind{'s' if len(view.errors) > 1 else ''}"
+        f" over {view.tally.bad:,} rows)",
         "",
         "| rows | error | examples |",
         "|---:|---|---|",

@@ -267,3 +267,17 @@ def latency_labels() -> list[str]:
         else:
             labels.append(f"{number(low / 1000)}-{short(high)} s")
     return [*labels, f"≥{short(edges[-1])} s"]
+
+
+def step_label(seconds: float) -> str:
+    """The width of a chart's step: ``0.25 s``, ``1.5 min``."""
+    return f"{number(round(seconds, 2))} s" if seconds < 120 else f"{number(round(seconds / 60, 1))} min"
+
+
+def time_unit(span: float) -> tuple[float, str]:
+    """Seconds per unit, and its name, for a time axis over ``span`` seconds."""
+    if span <= 180:
+        return 1.0, "s"
+    if span <= 3 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"

@@ -49,6 +49,15 @@ def number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+def compact(value: float) -> str:
+    """An axis tick in few characters: ``950``, ``12k``, ``2.5M``."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= size:
+            scale = 1e3 if suffix == "k" else size
+            return number(round(value / scale, 2)) + ("k" if suffix == "k" else suffix)
+    return number(value)
+
+
 def line_chart(
     title: str,
     lines: Sequence[Line],
@@ -59,9 +68,11 @@ def line_chart(
     y_label: str,
     x_format: Callable[[float], str] = number,
     reference: tuple[float, str] | None = None,
+    breaks: Sequence[tuple[float, str]] = (),
 ) -> str:
     """Series over a numeric x axis (e.g. seconds since the start); ``reference`` is a dashed
-    horizontal line with its label (a configured limit)."""
+    horizontal line with its label (a configured limit); ``breaks`` are ``(x, label)`` where
+    the axis skips a stretch (idle time cut out), drawn as dotted vertical lines."""
     points = max((len(line.values) for line in lines), default=0)
     x_high = x0 + step * max(points, 1)
     y_high = max((v for line in lines for v in line.values), default=0.0)
@@ -92,6 +103,13 @@ def line_chart(
             f'<polyline points="{" ".join(coords)}" fill="none" stroke="{line.color}" '
             'stroke-width="1.6" stroke-linejoin="round"/>'
         )
+    for x_break, label in breaks:
+        x = plot.x(x0 + x_break)
+        out.append(
+            f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{plot.bottom}" stroke="{MUTED}" '
+            'stroke-width="1.2" stroke-dasharray="2 3"/>'
+        )
+        out.append(_text(x + 4, TOP + 10, label, size=10, color=MUTED))
     if reference is not None:
         y = plot.y(reference[0])
         out.append(
@@ -183,7 +201,7 @@ def _y_axis(plot: _Plot, ticks: list[float], label: str) -> list[str]:
     for tick in ticks:
         y = plot.y(tick)
         out.append(_line(LEFT, y, WIDTH - RIGHT, y, GRID))
-        out.append(_text(LEFT - 6, y + 4, number(tick), anchor="end"))
+        out.append(_text(LEFT - 6, y + 4, compact(tick), anchor="end"))
     out.append(_line(LEFT, TOP, LEFT, plot.bottom, AXIS))
     out.append(_line(LEFT, plot.bottom, WIDTH - RIGHT, plot.bottom, AXIS))
     middle = (TOP + plot.bottom) / 2
