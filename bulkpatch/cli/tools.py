@@ -43,6 +43,7 @@ from bulkpatch.event_loop import run_loop
     type=click.Path(dir_okay=False, allow_dash=True),
     is_flag=False,
     flag_value="-",
+    metavar="[FILE]",
     help="Print a Markdown summary for a ticket instead of the table, or write it to FILE.",
 )
 def report(
