@@ -76,6 +76,7 @@ def test_idle_time_between_runs_is_cut_out_and_said_where() -> None:
     assert sum(series.values[:at]) > 0 and sum(series.values[at:]) > 0
     assert sum(series.values) * series.width == pytest.approx(200)
     assert timeline.in_flight(points=60).gaps == series.gaps
+    assert timeline.active == pytest.approx(20, abs=0.5)
 
 
 def test_a_pause_within_a_run_stays_on_the_chart() -> None:
@@ -84,3 +85,4 @@ def test_a_pause_within_a_run_stays_on_the_chart() -> None:
         if not 300 <= i < 360:
             timeline.add(T0 + i * 6, 50.0, sent=True)
     assert timeline.rows_per_second(points=60).gaps == ()
+    assert timeline.active == pytest.approx(timeline.span, abs=1)

@@ -127,7 +127,7 @@ def _charts(view: RunView) -> list[str]:
         out.append(_placeholder("No timed records: ledgers written before bulkpatch recorded times."))
     else:
         # Fewer, wider steps than the in-flight chart: a rate over 50 ms is mostly noise.
-        points = max(1, min(CHART_POINTS // 2, math.ceil(timeline.span / 0.25)))
+        points = max(1, min(CHART_POINTS // 2, math.ceil(timeline.active / 0.25)))
         done = timeline.rows_per_second(points)
         sent = timeline.rows_per_second(points, sent_only=True)
         lines = [Line("sent", "#1c7ed6", sent.values, fill=True)]

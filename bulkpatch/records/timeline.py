@@ -107,6 +107,14 @@ class Timeline:
         """Seconds from the first request sent (or outcome) to the last outcome."""
         return 0.0 if self.first is None or self.last is None else self.last - self.first
 
+    @property
+    def active(self) -> float:
+        """Seconds of the span left once idle stretches are cut out (see ``_cuts``)."""
+        if self._origin is None:
+            return 0.0
+        low, high = math.floor(self._first / self.width), math.floor(self._last / self.width)
+        return (high - low + 1 - sum(n for _, n in self._cuts(low, high))) * self.width
+
     def rows_per_second(self, points: int, *, sent_only: bool = False) -> Series:
         """Rows finished per second, averaged over each of about ``points`` steps."""
         counts = self._sent if sent_only else self._done
