@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,3 +238,70 @@ def test_the_command_line_starts_without_the_engine() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_report_html_and_markdown_of_a_300_row_run_with_failures(tmp_path: Path) -> None:
+    config = MockConfig(workloads=280, static_tokens=(TOKEN,), error_rate=0.05)
+    unknown = "".join(f"00000000-0000-0000-0000-{i:012d},gone,x,yes\n" for i in range(15))
+    bad = "".join(f"{wid},bad,x,maybe\n" for wid in ids(285)[280:])
+    with ThreadedMock(config) as server:
+        source = migration(tmp_path, 280, extra=unknown + bad)
+        env = {"BULKPATCH_TOKEN": TOKEN, "BULKPATCH_BASE_URL": server.url}
+        result = invoke("run", str(source), "--no-progress", "--max-attempts", "2", env=env)
+    assert result.exit_code == 1, result.output
+    ledger = f"{source}.ledger.jsonl"
+    page = tmp_path / "report.html"
+    report = invoke("report", ledger, "--html", str(page), "--json")
+    assert report.exit_code == 1
+    data = orjson.loads(report.output)
+    assert data["total"] == 300 and data["invalid"] == 5 and data["failed"] >= 15
+    assert data["html"] == str(page)
+    assert oct(page.stat().st_mode & 0o777) == "0o600"
+    html = page.read_text()
+    assert html.count("<svg") == 4 and "<script" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "HTTP 404: NotFound: workload &lt;id&gt; not found" in html and "00000000-0000-0000-0000-" in html
+    assert TOKEN not in html
+    markdown = invoke("report", ledger, "--markdown")
+    assert markdown.exit_code == 1
+    assert markdown.output.startswith("### bulkpatch run report\n")
+    assert "| invalid | 5 | 1.7% |" in markdown.output and TOKEN not in markdown.output
+
+
+def test_report_markdown_to_a_file_and_the_notes_to_stderr(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    ledger = write(
+        tmp_path / "in.csv.ledger.jsonl",
+        '{"type":"header","input":{"path":"in.csv"}}\n'
+        '{"type":"row","row":1,"line":2,"key":"w1","status":"ok","http_status":204,"attempts":1}\n',
+    )
+    out = tmp_path / "summary.md"
+    result = CliRunner().invoke(cli, ["report", str(ledger), "--markdown", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| ok | 1 | 100.0% |" in out.read_text()
+    assert f"wrote the markdown report to {out}" in result.output
+    assert source.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # "--markdown" takes the next word for its FILE: never a ledger of the chain.
+        (["--markdown", "{ledger}", "{ledger}"], "is a file of this report's own chain"),
+        (["--markdown", "{other}", "{ledger}"], "is a ledger"),
+        (["--html", "{source}", "{ledger}"], "is a file of this report's own chain"),
+        (["{ledger}", "--markdown", "--json"], "--json and --markdown both print"),
+    ],
+)
+def test_report_never_writes_over_its_own_files(tmp_path: Path, args: list[str], message: str) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    text = f'{{"type":"header","input":{{"path":"{source}"}}}}\n'
+    ledger = write(tmp_path / "in.csv.ledger.jsonl", text)
+    other = write(tmp_path / "other.ledger.jsonl", text)
+    before = {p: p.read_bytes() for p in (source, ledger, other)}
+    paths = {"ledger": str(ledger), "other": str(other), "source": str(source)}
+    result = CliRunner().invoke(cli, ["report", *(a.format(**paths) for a in args)])
+    assert result.exit_code == 2 and message in result.output
+    no_traceback(result)
+    assert {p: p.read_bytes() for p in before} == before

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
 from bulkpatch.records.resume import LedgerIndex
@@ -14,14 +16,40 @@ def lines(path: Path) -> list[dict[str, object]]:
 
 def test_row_record_has_the_contract_fields(tmp_path: Path) -> None:
     writer = LedgerWriter(tmp_path / "l.jsonl")
+    before = time.time()
     writer.write(RowResult(1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5, 0xABC))
+    after = time.time()
     writer.close()
     (record,) = lines(tmp_path / "l.jsonl")
+    ts = record.pop("ts")
     assert record == {
         "type": "row", "row": 1, "line": 2, "key": "k", "status": "failed",
         "http_status": 404, "attempts": 1, "error": "HTTP 404", "ms": 3.5, "fp": "0000000000000abc",
     }  # fmt: skip
-    assert RowResult.from_json(record) == RowResult(1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5, 0xABC)
+    # The time of the outcome, to the millisecond: what the report's charts are drawn from.
+    assert isinstance(ts, float) and round(before, 3) <= ts <= round(after, 3)
+    assert ts == round(ts, 3)
+    record["ts"] = ts
+    assert RowResult.from_json(record) == RowResult(
+        1, 2, "k", Status.FAILED, 404, 1, "HTTP 404", 3.5, 0xABC, ts
+    )
+
+
+def test_a_row_keeps_the_time_it_was_given(tmp_path: Path) -> None:
+    writer = LedgerWriter(tmp_path / "l.jsonl")
+    writer.write(RowResult(1, 2, "k", Status.OK, ts=1_700_000_000.5))
+    writer.close()
+    assert lines(tmp_path / "l.jsonl")[0]["ts"] == 1_700_000_000.5
+
+
+@pytest.mark.parametrize("ts", [None, "noon", -1, True, [1]])
+def test_a_record_without_a_readable_time_still_counts(ts: object) -> None:
+    # Ledgers written before ``ts`` existed, or a hand-edited one: the row counts, untimed.
+    record = {"type": "row", "row": 1, "line": 2, "key": "k", "status": "ok", "ms": 3.0}
+    if ts is not None:
+        record["ts"] = ts
+    result = RowResult.from_json(record)
+    assert result is not None and result.ts is None and result.status is Status.OK
 
 
 def test_latest_record_wins(tmp_path: Path) -> None:

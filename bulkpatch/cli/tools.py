@@ -31,26 +31,62 @@ from bulkpatch.event_loop import run_loop
     type=click.Path(dir_okay=False),
     help="The input to copy rows from.  [default: the one the ledger names]",
 )
-def report(ledgers: tuple[str, ...], as_json: bool, failed_out: str | None, input_path: str | None) -> int:
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    help="Write a self-contained HTML page (counts, charts, errors) here.",
+)
+@click.option(
+    "--markdown",
+    "markdown_out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    is_flag=False,
+    flag_value="-",
+    metavar="[FILE]",
+    help="Print a Markdown summary for a ticket instead of the table, or write it to FILE.",
+)
+def report(
+    ledgers: tuple[str, ...],
+    as_json: bool,
+    failed_out: str | None,
+    input_path: str | None,
+    html_out: str | None,
+    markdown_out: str | None,
+) -> int:
     """Summarise LEDGER...: the latest outcome of every row.
 
     Over several ledgers in order (a run, then the run of its fix file...), the latest outcome
     of each key wins. Exit status: 0 no row failed or invalid; 1 some are; 2 bad usage.
     """
     from bulkpatch.cli.display import print_report
-    from bulkpatch.records.report import exit_status, summarise, write_failed
+    from bulkpatch.records.report import exit_status, render, summarise, write_failed
 
-    tally = summarise(*ledgers)
+    if as_json and markdown_out == "-":
+        raise ConfigError("--json and --markdown both print: give --markdown a FILE")
+    written_to: list[tuple[str, str]] = []
+    markdown = None
+    if html_out or markdown_out:
+        tally, written_to, markdown = render(ledgers, html_out=html_out, markdown_out=markdown_out)
+    else:
+        tally = summarise(*ledgers)
     written = write_failed(ledgers, failed_out, input_path=input_path) if failed_out else None
     if as_json:
         data = tally.as_dict()
         if written is not None:
             data["failed_out"] = {"path": failed_out, "rows": written}
+        data.update((kind, path) for kind, path in written_to)
         print_safely(lambda: click.echo(orjson.dumps(data).decode()))
     else:
-        print_safely(lambda: print_report(Stdout(), tally, ledgers))
-        if written is not None:
-            print_safely(lambda: click.echo(f"wrote {written:,} rows to {failed_out}"))
+        if markdown is not None:
+            print_safely(lambda: click.echo(markdown, nl=False))
+        else:
+            print_safely(lambda: print_report(Stdout(), tally, ledgers))
+        # Markdown on stdout goes into a ticket as it is: the notes go to stderr then.
+        notes = [f"wrote {written:,} rows to {failed_out}"] if written is not None else []
+        notes += [f"wrote the {kind} report to {path}" for kind, path in written_to]
+        if notes:
+            print_safely(lambda: click.echo("\n".join(notes), err=markdown is not None))
     return exit_status(tally)
 
 

@@ -25,7 +25,7 @@ from bulkpatch.records.stats import Tally
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY
 from bulkpatch.rows.reader import InputFile, csv_line
 
-__all__ = ["exit_status", "parse_row", "summarise", "write_failed"]
+__all__ = ["exit_status", "parse_row", "render", "summarise", "write_failed"]
 
 
 def summarise(*ledgers: LedgerPath) -> Tally:
@@ -91,15 +91,62 @@ def write_failed(
     return written
 
 
-def _refuse_own_chain(out: str, chain: list[str]) -> None:
+def render(
+    ledgers: Sequence[LedgerPath], *, html_out: str | None = None, markdown_out: str | None = None
+) -> tuple[Tally, list[tuple[str, str]], str | None]:
+    """Write the ``--html`` and ``--markdown FILE`` reports of ``ledgers``; return the tally,
+    ``(kind, path)`` of each file written, and the Markdown to print for ``markdown_out="-"``."""
+    from bulkpatch.records.report_html import render_html
+    from bulkpatch.records.report_markdown import render_markdown
+    from bulkpatch.records.run_view import collect
+
+    view = collect(list(ledgers))
+    chain = [*ledgers, *(info.input for info in view.ledgers if info.input)]
+    written: list[tuple[str, str]] = []
+    if html_out:
+        _write_rendered(html_out, render_html(view), chain, "--html")
+        written.append(("html", html_out))
+    markdown = render_markdown(view) if markdown_out else None
+    if markdown is not None and markdown_out != "-":
+        _write_rendered(str(markdown_out), markdown, chain, "--markdown")
+        written.append(("markdown", str(markdown_out)))
+        markdown = None
+    return view.tally, written, markdown
+
+
+def _write_rendered(out: str, text: str, chain: Sequence[LedgerPath], option: str) -> None:
+    """Write a rendered report (``--html``, ``--markdown``) to ``out``, private (0600), never over
+    a file of its chain: ``report --markdown a.ledger.jsonl b.ledger.jsonl`` would otherwise take
+    the first ledger for the file to write. ``chain``: the ledgers and the inputs they name."""
+    _refuse_own_chain(out, [os.fspath(path) for path in chain], option)
+    if _is_ledger(out):
+        raise ConfigError(f"{option} {out!r} is a ledger; pick another name")
+    with _open_private(out) as sink:
+        sink.write(text)
+
+
+def _is_ledger(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return False
+    try:
+        data = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "header"
+
+
+def _refuse_own_chain(out: str, chain: list[str], option: str = "--failed-out") -> None:
     for path in chain:
         if _same_file(out, path):
             raise ConfigError(
-                f"--failed-out {out!r} is a file of this report's own chain ({path}); pick another name"
+                f"{option} {out!r} is a file of this report's own chain ({path}); pick another name"
             )
     if os.path.exists(out + ".ledger.jsonl"):
         raise ConfigError(
-            f"--failed-out {out!r} is the input of the ledger {out + '.ledger.jsonl'!r}; pick another name"
+            f"{option} {out!r} is the input of the ledger {out + '.ledger.jsonl'!r}; pick another name"
         )
 
 
