@@ -39,8 +39,8 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=1500,
-    stateful_step_count=30,
+    max_examples=int(os.environ.get("TRUTH_MODEL_EXAMPLES", "1500")),
+    stateful_step_count=int(os.environ.get("TRUTH_MODEL_STEPS", "30")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -131,6 +131,26 @@ async def test_a_stop_with_an_answer_lost_resends_only_what_was_in_flight(tmp_pa
     assert_clean(again, api, inv)
 
 
+# --- found by the machine ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="#17 bug: a stopped run's pending batch is cleared for a key when an EARLIER row of that"
+    " key was answered in the same run (memory._recover: outcome_run >= run), so the later row's"
+    " request, in flight at the stop and maybe applied, does not void the proof of the earlier one",
+)
+async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row(tmp_path: Path) -> None:
+    api = ModelApi()
+    # k1=a is answered; k1=b reaches the API (applied), its answer never comes: Ctrl-C.
+    stopped = await run_rows(api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], state=True,
+                             cut_after=1, lost=True)
+    assert stopped.stopped and names(api) == {"k1": "b"}
+    hotfix = await run_rows(api, tmp_path, "hotfix.csv", [("k1", "a")], state=True)
+    assert hotfix.applied == [("k1", "a")], hotfix.unproved  # today: recorded unchanged, b stays
+    assert names(api) == {"k1": "a"}
+
+
 # --- the machine ------------------------------------------------------------------------------------
 
 
@@ -205,19 +225,19 @@ class TruthMachine(RuleBasedStateMachine):
     # Runs.
 
     @rule(state=st.booleans(), retry_all=st.booleans(), tenant=st.sampled_from(["t1", "t1", "t2"]),
-          concurrency=st.integers(1, 3))
-    def run_inventory(self, state: bool, retry_all: bool, tenant: str, concurrency: int) -> None:
+          concurrency=st.integers(1, 3), full=st.sampled_from([False, False, False, True]))
+    def run_inventory(self, state: bool, retry_all: bool, tenant: str, concurrency: int, full: bool) -> None:
         failing = bool(self.api.failing)
         outcome = self.run("inv.csv", self.rows, state=state, retry_all=retry_all, tenant=tenant,
-                           concurrency=concurrency)
+                           concurrency=concurrency, full=full)
         self.snapshots.append(list(self.rows))
         if self.after_stop is not None and self.after_stop[0] == tenant and not failing:
             _, limit, before = self.after_stop
             once = {k for k, n in Counter(k for k, _ in self.rows).items() if n == 1}
             twice = {(k, v) for k, v in before if k in once} & set(outcome.applied)
-            assert len(twice) <= limit, (twice, limit)
+            assert full or len(twice) <= limit, (twice, limit)
         self.after_stop = None
-        self.check(outcome, self.rows, tenant, clean=not failing and (state or retry_all))
+        self.check(outcome, self.rows, tenant, clean=not failing and (state or retry_all or full))
 
     @rule(cut_after=st.integers(0, 6), lost=st.booleans(), state=st.booleans(),
           tenant=st.sampled_from(["t1", "t2"]), concurrency=st.integers(1, 3))
