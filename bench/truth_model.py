@@ -3,7 +3,7 @@
     python bench/truth_model.py [--examples N] [--steps N] [--seed N]
 
 Runs ``tests/test_truth_model.py``'s machine under the ``long`` Hypothesis profile (1,500
-sequences of up to 30 steps by default; about 5 minutes on 2 cores). A failing sequence is
+sequences of up to 30 steps by default; about 9 minutes on 2 cores). A failing sequence is
 shrunk and printed; it is a bug in the engine, to be written down as an example test.
 """
 
@@ -29,8 +29,18 @@ def main() -> int:
         env["TRUTH_MODEL_EXAMPLES"] = str(args.examples)
     if args.steps:
         env["TRUTH_MODEL_STEPS"] = str(args.steps)
-    command = [sys.executable, "-m", "pytest", "tests/test_truth_model.py", "-m", "slow", "-x", "-p",
-               "no:cacheprovider", "--hypothesis-show-statistics"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/test_truth_model.py",
+        "-m",
+        "slow",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-show-statistics",
+    ]
     if args.seed is not None:
         command.append(f"--hypothesis-seed={args.seed}")
     return subprocess.call(command, cwd=ROOT, env=env)

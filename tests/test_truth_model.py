@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from truth_model import ModelApi, Outcome, Rows, latest, run_rows
@@ -32,7 +32,7 @@ VALUES = ["a", "b", "c"]
 
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=100,
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -45,6 +45,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+#: keep the machine off the bug of the xfail test below (a later row of a key in flight at a stop,
+#: applied, its answer lost), so that it looks for others; False once the engine is fixed
+AVOID_KNOWN_BUG = True
 
 
 def names(api: ModelApi, tenant: str = "t1") -> dict[str, object]:
@@ -143,8 +146,9 @@ async def test_a_stop_with_an_answer_lost_resends_only_what_was_in_flight(tmp_pa
 async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row(tmp_path: Path) -> None:
     api = ModelApi()
     # k1=a is answered; k1=b reaches the API (applied), its answer never comes: Ctrl-C.
-    stopped = await run_rows(api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], state=True,
-                             cut_after=1, lost=True)
+    stopped = await run_rows(
+        api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], state=True, cut_after=1, lost=True
+    )
     assert stopped.stopped and names(api) == {"k1": "b"}
     hotfix = await run_rows(api, tmp_path, "hotfix.csv", [("k1", "a")], state=True)
     assert hotfix.applied == [("k1", "a")], hotfix.unproved  # today: recorded unchanged, b stays
@@ -174,7 +178,9 @@ class TruthMachine(RuleBasedStateMachine):
     def run(self, name: str, rows: Rows, **kw: object) -> Outcome:
         return self.loop.run_until_complete(run_rows(self.api, self.folder, name, rows, **kw))  # type: ignore[arg-type]
 
-    @initialize(rows=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES)), min_size=1, max_size=6))
+    @initialize(
+        rows=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES)), min_size=1, max_size=6)
+    )
     def start(self, rows: Rows) -> None:
         self.rows = list(rows)
 
@@ -224,36 +230,73 @@ class TruthMachine(RuleBasedStateMachine):
 
     # Runs.
 
-    @rule(state=st.booleans(), retry_all=st.booleans(), tenant=st.sampled_from(["t1", "t1", "t2"]),
-          concurrency=st.integers(1, 3), full=st.sampled_from([False, False, False, True]))
+    @rule(
+        state=st.booleans(),
+        retry_all=st.booleans(),
+        tenant=st.sampled_from(["t1", "t1", "t2"]),
+        concurrency=st.integers(1, 3),
+        full=st.sampled_from([False, False, False, True]),
+    )
     def run_inventory(self, state: bool, retry_all: bool, tenant: str, concurrency: int, full: bool) -> None:
         failing = bool(self.api.failing)
-        outcome = self.run("inv.csv", self.rows, state=state, retry_all=retry_all, tenant=tenant,
-                           concurrency=concurrency, full=full)
+        outcome = self.run(
+            "inv.csv",
+            self.rows,
+            state=state,
+            retry_all=retry_all,
+            tenant=tenant,
+            concurrency=concurrency,
+            full=full,
+        )
         self.snapshots.append(list(self.rows))
         if self.after_stop is not None and self.after_stop[0] == tenant and not failing:
             _, limit, before = self.after_stop
             once = {k for k, n in Counter(k for k, _ in self.rows).items() if n == 1}
             twice = {(k, v) for k, v in before if k in once} & set(outcome.applied)
             assert full or len(twice) <= limit, (twice, limit)
+            event("the run after a stop: rows applied twice checked")
         self.after_stop = None
         self.check(outcome, self.rows, tenant, clean=not failing and (state or retry_all or full))
 
-    @rule(cut_after=st.integers(0, 6), lost=st.booleans(), state=st.booleans(),
-          tenant=st.sampled_from(["t1", "t2"]), concurrency=st.integers(1, 3))
-    def run_and_stop(self, cut_after: int, lost: bool, state: bool, tenant: str, concurrency: int) -> None:
+    @rule(
+        cut_after=st.integers(0, 3),
+        lost=st.booleans(),
+        state=st.booleans(),
+        tenant=st.sampled_from(["t1", "t2"]),
+        concurrency=st.integers(1, 3),
+        resume=st.booleans(),
+    )
+    def run_and_stop(
+        self, cut_after: int, lost: bool, state: bool, tenant: str, concurrency: int, resume: bool
+    ) -> None:
         failing = bool(self.api.failing)
-        outcome = self.run("inv.csv", self.rows, state=state, tenant=tenant, concurrency=concurrency,
-                           cut_after=cut_after, lost=lost)
+        if AVOID_KNOWN_BUG and len({k for k, _ in self.rows}) < len(self.rows):
+            lost = False
+        outcome = self.run(
+            "inv.csv",
+            self.rows,
+            state=state,
+            tenant=tenant,
+            concurrency=concurrency,
+            cut_after=cut_after,
+            lost=lost,
+        )
         assert not outcome.unproved, outcome.unproved
         if outcome.stopped:
+            event("a run stopped with a request in flight")
             self.after_stop = None if failing else (tenant, concurrency, outcome.applied)
+            if resume:  # the same command again at once
+                self.run_inventory(state, not state, tenant, concurrency, False)
         else:
             self.after_stop = None
             self.check(outcome, self.rows, tenant, clean=False)
 
-    @rule(key=st.sampled_from(KEYS), value=st.sampled_from(VALUES), state=st.booleans(),
-          tenant=st.sampled_from(["t1", "t1", "t2"]))
+    @rule(
+        key=st.sampled_from(KEYS),
+        value=st.sampled_from(VALUES),
+        state=st.booleans(),
+        tenant=st.sampled_from(["t1", "t1", "t2"]),
+    )
     def hotfix(self, key: str, value: str, state: bool, tenant: str) -> None:
         failing = bool(self.api.failing)
         outcome = self.run("hotfix.csv", [(key, value)], state=state, retry_all=True, tenant=tenant)
@@ -271,7 +314,10 @@ class TruthMachine(RuleBasedStateMachine):
 
     def check(self, outcome: Outcome, rows: Rows, tenant: str, *, clean: bool) -> None:
         assert not outcome.unproved, outcome.unproved
+        if outcome.unchanged:
+            event("a run recorded rows unchanged")
         if clean:
+            event("a clean run: every key checked")
             assert_clean(outcome, self.api, rows, tenant)
 
     @invariant()

@@ -91,6 +91,8 @@ class Outcome:
     #: rows recorded ``unchanged`` whose value the API did not hold at that moment
     unproved: list[str]
     stopped: bool
+    #: rows recorded ``unchanged`` (each checked against the API)
+    unchanged: int
 
 
 async def run_rows(
@@ -114,9 +116,12 @@ async def run_rows(
     source.write_text(csv_text(rows), encoding="utf-8")
     values = {line: value for line, (_, value) in enumerate(rows, start=2)}
     unproved: list[str] = []
+    unchanged = 0
 
     def check(result: RowResult) -> None:
+        nonlocal unchanged
         if result.status is Status.UNCHANGED:
+            unchanged += 1
             held = api.store(tenant).get(result.key, {}).get("name")
             if held != values[result.line]:
                 unproved.append(f"{result.key}={values[result.line]} (API holds {held})")
@@ -146,4 +151,4 @@ async def run_rows(
     result = await task
     api.cut_after = None
     applied = [(k, str(body["name"])) for t, k, body in api.applied[before:] if t == tenant]
-    return Outcome(result, applied, unproved, stopped)
+    return Outcome(result, applied, unproved, stopped, unchanged)
