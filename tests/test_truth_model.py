@@ -54,6 +54,15 @@ def names(api: ModelApi, tenant: str = "t1") -> dict[str, object]:
     return {k: w.get("name") for k, w in api.store(tenant).items()}
 
 
+def in_input_order(applied: list[tuple[str, str]], rows: Rows) -> bool:
+    """Each key's values applied by a run are a subsequence of its rows' values, in order."""
+    for key in {k for k, _ in applied}:
+        left = iter(v for k, v in rows if k == key)
+        if not all(any(v == w for w in left) for k, v in applied if k == key):
+            return False
+    return True
+
+
 def assert_clean(outcome: Outcome, api: ModelApi, rows: Rows, tenant: str = "t1") -> None:
     assert outcome.result is not None and outcome.result.exit_code == 0
     assert not outcome.unproved, outcome.unproved
@@ -265,9 +274,10 @@ class TruthMachine(RuleBasedStateMachine):
         tenant=st.sampled_from(["t1", "t2"]),
         concurrency=st.integers(1, 3),
         resume=st.booleans(),
+        die=st.booleans(),
     )
     def run_and_stop(
-        self, cut_after: int, lost: bool, state: bool, tenant: str, concurrency: int, resume: bool
+        self, cut_after: int, lost: bool, state: bool, tenant: str, concurrency: int, resume: bool, die: bool
     ) -> None:
         failing = bool(self.api.failing)
         if AVOID_KNOWN_BUG and len({k for k, _ in self.rows}) < len(self.rows):
@@ -280,10 +290,12 @@ class TruthMachine(RuleBasedStateMachine):
             concurrency=concurrency,
             cut_after=cut_after,
             lost=lost,
+            die=die,
         )
         assert not outcome.unproved, outcome.unproved
+        assert in_input_order(outcome.applied, self.rows), (outcome.applied, self.rows)
         if outcome.stopped:
-            event("a run stopped with a request in flight")
+            event("a run died with a request in flight" if die else "a run stopped with a request in flight")
             self.after_stop = None if failing else (tenant, concurrency, outcome.applied)
             if resume:  # the same command again at once
                 self.run_inventory(state, not state, tenant, concurrency, False)
@@ -314,6 +326,7 @@ class TruthMachine(RuleBasedStateMachine):
 
     def check(self, outcome: Outcome, rows: Rows, tenant: str, *, clean: bool) -> None:
         assert not outcome.unproved, outcome.unproved
+        assert in_input_order(outcome.applied, rows), (outcome.applied, rows)
         if outcome.unchanged:
             event("a run recorded rows unchanged")
         if clean:

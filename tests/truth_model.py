@@ -108,10 +108,13 @@ async def run_rows(
     cut_after: int | None = None,
     lost: bool = False,
     full: bool = False,
+    die: bool = False,
 ) -> Outcome:
     """One real run of ``rows`` written to ``folder/name``; with ``cut_after`` it is stopped
-    (Ctrl-C) once a request hangs. ``state`` names the memory beside the ledger, so that runs
-    with and without ``--state`` share one memory and differ only in healing."""
+    (Ctrl-C) once a request hangs, or with ``die`` it dies there: its task is cancelled, so it
+    never writes its end (the memory takes it for a run killed with kill -9). ``state`` names
+    the memory beside the ledger, so that runs with and without ``--state`` share one memory
+    and differ only in healing."""
     source = folder / name
     source.write_text(csv_text(rows), encoding="utf-8")
     values = {line: value for line, (_, value) in enumerate(rows, start=2)}
@@ -145,10 +148,26 @@ async def run_rows(
     cut = asyncio.ensure_future(api.cut.wait())
     await asyncio.wait([task, cut], return_when=asyncio.FIRST_COMPLETED)
     stopped = not task.done()
-    if stopped:
-        run.stop()
     cut.cancel()
-    result = await task
+    result: RunResult | None = None
+    if stopped and die:
+        asyncio.get_running_loop().set_exception_handler(_quiet_about_the_dead)
+        task.cancel()
+        # Its workers die with it: none of them may write anything after this.
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for other in others:
+            other.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+    else:
+        if stopped:
+            run.stop()
+        result = await task
     api.cut_after = None
     applied = [(k, str(body["name"])) for t, k, body in api.applied[before:] if t == tenant]
     return Outcome(result, applied, unproved, stopped, unchanged)
+
+
+def _quiet_about_the_dead(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The dead run's gathering of its workers holds their cancellation, never retrieved."""
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
