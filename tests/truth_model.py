@@ -83,6 +83,26 @@ def latest(rows: Rows) -> dict[str, str]:
     return dict(rows)
 
 
+def names(api: ModelApi, tenant: str = "t1") -> dict[str, object]:
+    return {k: w.get("name") for k, w in api.store(tenant).items()}
+
+
+def in_input_order(applied: list[tuple[str, str]], rows: Rows) -> bool:
+    """Each key's values applied by a run are a subsequence of its rows' values, in order."""
+    for key in {k for k, _ in applied}:
+        left = iter(v for k, v in rows if k == key)
+        if not all(any(v == w for w in left) for k, v in applied if k == key):
+            return False
+    return True
+
+
+def assert_clean(outcome: Outcome, api: ModelApi, rows: Rows, tenant: str = "t1") -> None:
+    assert outcome.result is not None and outcome.result.exit_code == 0
+    assert not outcome.unproved, outcome.unproved
+    held = names(api, tenant)
+    assert {k: held.get(k) for k in latest(rows)} == latest(rows)
+
+
 @dataclass
 class Outcome:
     result: RunResult | None
