@@ -3,7 +3,7 @@
     python bench/truth_model.py [--examples N] [--steps N] [--seed N]
 
 Runs ``tests/test_truth_model.py``'s machine under the ``long`` Hypothesis profile (1,500
-sequences of up to 30 steps by default; about 9 minutes on 2 cores). A failing sequence is
+sequences of up to 30 steps by default; about 12 minutes on 2 cores). A failing sequence is
 shrunk and printed; it is a bug in the engine, to be written down as an example test.
 """
 

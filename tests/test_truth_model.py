@@ -133,11 +133,15 @@ async def test_a_stop_with_an_answer_lost_resends_only_what_was_in_flight(tmp_pa
     " key was answered in the same run (memory._recover: outcome_run >= run), so the later row's"
     " request, in flight at the stop and maybe applied, does not void the proof of the earlier one",
 )
-async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("die", [False, True], ids=["ctrl-c", "killed"])
+async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row(
+    tmp_path: Path, die: bool
+) -> None:
     api = ModelApi()
-    # k1=a is answered; k1=b reaches the API (applied), its answer never comes: Ctrl-C.
+    # k1=a is answered; k1=b reaches the API (applied), its answer never comes: Ctrl-C, or the
+    # run dies there (the next run replays its ledger: the same miss).
     stopped = await run_rows(
-        api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], state=True, cut_after=1, lost=True
+        api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], state=True, cut_after=1, lost=True, die=die
     )
     assert stopped.stopped and names(api) == {"k1": "b"}
     hotfix = await run_rows(api, tmp_path, "hotfix.csv", [("k1", "a")], state=True)
