@@ -46,9 +46,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 PROFILE = "truth-long" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "truth-ci"
-#: keep the machine off the bug of the xfail test below (a later row of a key in flight at a stop,
-#: applied, its answer lost), so that it looks for others; False once the engine is fixed
-AVOID_KNOWN_BUG = True
 
 
 # --- the bullets, one run at a time ---------------------------------------------------------
@@ -127,12 +124,6 @@ async def test_a_stop_with_an_answer_lost_resends_only_what_was_in_flight(tmp_pa
 # --- found by the machine ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#17 bug: a stopped run's pending batch is cleared for a key when an EARLIER row of that"
-    " key was answered in the same run (memory._recover: outcome_run >= run), so the later row's"
-    " request, in flight at the stop and maybe applied, does not void the proof of the earlier one",
-)
 @pytest.mark.parametrize("die", [False, True], ids=["ctrl-c", "killed"])
 async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row(
     tmp_path: Path, die: bool
@@ -265,8 +256,6 @@ class TruthMachine(RuleBasedStateMachine):
         self, cut_after: int, lost: bool, state: bool, tenant: str, concurrency: int, resume: bool, die: bool
     ) -> None:
         failing = bool(self.api.failing)
-        if AVOID_KNOWN_BUG and len({k for k, _ in self.rows}) < len(self.rows):
-            lost = False
         outcome = self.run(
             "inv.csv",
             self.rows,

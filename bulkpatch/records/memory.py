@@ -110,9 +110,11 @@ class Memory:
         self._failed: dict[str, tuple[Any, ...]] = {}
         self._seen: list[str] = []
         #: open pending batches: id → keys not answered yet; each key's open batches, in order
-        self._open: dict[int, int] = {}
+        self._remaining: dict[int, list[str]] = {}
         self._batches_of: dict[str, list[int]] = {}
+        #: batches answered in full (their row goes), and batches whose remaining keys changed
         self._closed: list[int] = []
+        self._dirty: set[int] = set()
         self._last_commit = clock()
         #: keys the latest complete run of this target had and this run's input has not (set by close)
         self.gone = 0
@@ -150,7 +152,7 @@ class Memory:
         """Commit ``keys`` as one pending row before their requests go out, with the outcomes
         noted since the last commit, in one transaction."""
         batch = self._write(keys)
-        self._open[batch] = len(keys)
+        self._remaining[batch] = list(keys)
         for key in keys:
             self._batches_of.setdefault(key, []).append(batch)
 
@@ -173,9 +175,13 @@ class Memory:
             batch = batches.pop(0)
             if not batches:
                 del self._batches_of[key]
-            self._open[batch] -= 1
-            if not self._open[batch]:
-                del self._open[batch]
+            remaining = self._remaining[batch]
+            remaining.remove(key)
+            if remaining:
+                self._dirty.add(batch)
+            else:
+                del self._remaining[batch]
+                self._dirty.discard(batch)
                 self._closed.append(batch)
         if self._clock() - self._last_commit >= self._commit_every:
             self.commit()
@@ -195,7 +201,7 @@ class Memory:
         if self.error is not None:
             raise self.error
         self._last_commit = self._clock()
-        if not (self._ok or self._failed or self._seen or self._closed or pending):
+        if not (self._ok or self._failed or self._seen or self._closed or self._dirty or pending):
             return 0
         offset = self.ledger_size() if self.ledger_size is not None else None
         db, target, run = self._db, self.target, self.run_id
@@ -213,6 +219,11 @@ class Memory:
                 db.executemany(UPSERT_FAILED, [(target, k, *v, run, run) for k, v in self._failed.items()])
             if self._closed:
                 db.executemany("DELETE FROM pending WHERE id = ?", [(b,) for b in self._closed])
+            if self._dirty:
+                # The rows of a batch still without an answer, key by key: what a crash leaves
+                # unproved (a key's earlier row answered does not answer its later one).
+                rows = [(orjson.dumps(self._remaining[b]).decode(), b) for b in self._dirty]
+                db.executemany("UPDATE pending SET keys = ? WHERE id = ?", rows)
             if pending:
                 keys = orjson.dumps(pending).decode()
                 cursor = db.execute(
@@ -231,6 +242,7 @@ class Memory:
         self._failed.clear()
         self._seen.clear()
         self._closed.clear()
+        self._dirty.clear()
         return batch
 
     def _meta(self) -> bytes:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections import Counter
 
 import orjson
 
@@ -83,22 +84,22 @@ def recover(db: sqlite3.Connection, target: int) -> None:
         return
     now = time.time()
     db.execute("BEGIN")
+    answered: dict[int, Counter[str]] = {}
     for run, ledger, offset in dead:
         if ledger and offset is not None:
-            replay(db, target, run, ledger, offset)
+            answered[run] = replay(db, target, run, ledger, offset)
         db.execute("UPDATE runs SET ended = ?, outcome = 'died' WHERE id = ?", (now, run))
-    for batch, run, text in pending:
-        keys = list(dict.fromkeys(orjson.loads(text)))
-        marks = ",".join("?" * len(keys))
-        answered = {
-            k
-            for (k,) in db.execute(
-                f"SELECT key FROM keys WHERE target = ? AND outcome_run >= ? AND key IN ({marks})",
-                (target, run, *keys),
-            )
-        }
-        lost = [(target, k, "pending", None, PENDING, now, run, run) for k in keys if k not in answered]
-        db.executemany(UPSERT_FAILED, lost)
+    for batch, run, text in sorted(pending):
+        # The batch's rows still unanswered at the run's last commit, less the answers its ledger
+        # got after that, oldest first: what is left was in flight.
+        got = answered.get(run, Counter())
+        lost: dict[str, None] = {}
+        for key in orjson.loads(text):
+            if got[key] > 0:
+                got[key] -= 1
+            else:
+                lost[key] = None
+        db.executemany(UPSERT_FAILED, [(target, k, "pending", None, PENDING, now, run, run) for k in lost])
         db.execute("DELETE FROM pending WHERE id = ?", (batch,))
     db.execute("COMMIT")
 
@@ -114,8 +115,10 @@ def check_ours(db: sqlite3.Connection, path: str) -> None:
         )
 
 
-def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: int) -> None:
-    """Write into the memory the outcomes a dead run's ledger holds past ``offset``."""
+def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: int) -> Counter[str]:
+    """Write into the memory the outcomes a dead run's ledger holds past ``offset``; how many
+    answers (to rows it sent) each key got there."""
+    sent: Counter[str] = Counter()
     try:
         records = iter_records_from(ledger, offset)
         for data in records:
@@ -125,6 +128,8 @@ def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: i
             result = RowResult.from_json(data) if kind == "row" else None
             if result is None or not result.key:
                 continue
+            if result.attempts:
+                sent[result.key] += 1
             at = data.get("ts") if isinstance(data.get("ts"), (int, float)) else time.time()
             if result.status is Status.OK:
                 db.execute(UPSERT_OK, (target, result.key, f"{result.fp:016x}", at, run, run, run))
@@ -132,7 +137,8 @@ def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: i
                 row = (result.status.value, result.http_status, result.error, at)
                 db.execute(UPSERT_FAILED, (target, result.key, *row, run, run))
     except OSError:
-        return  # the ledger is gone: its pending keys are sent again, which is safe
+        pass  # the ledger is gone: its pending keys are sent again, which is safe
+    return sent
 
 
 def lock(path: str) -> int:
