@@ -246,8 +246,8 @@ def print_summary(
             markup=False,
         )
     console.print(f"ledger: {result.ledger_path}", highlight=False)
-    if result.state_path is not None:
-        console.print(f"sync state: {result.state_path}", highlight=False)
+    if result.memory_path is not None:
+        console.print(f"memory: {result.memory_path}", highlight=False)
     # Hints are commands to paste: one line each, whatever the terminal's width.
     for hint in next_steps(result, command, stopped):
         console.print(hint, highlight=False, markup=False, soft_wrap=True)
@@ -257,7 +257,12 @@ def _input_notes(result: RunResult) -> list[str]:
     """What the run found about its input: changes, repeated keys, shards, a kept ledger."""
     notes = []
     if result.changed:
-        notes.append(f"rows changed since they were last recorded (ledger or sync state): {result.changed:,}")
+        notes.append(f"rows whose request differs from the one last applied to their key: {result.changed:,}")
+    if result.gone:
+        notes.append(
+            f"keys the last complete run had and this input has not: {result.gone:,}"
+            f" (bulkpatch state {result.memory_path} --gone)"
+        )
     if result.repeated_keys:
         notes.append(f"keys sent by more than one row: {result.repeated_keys:,} (in input order)")
     if result.shard is not None:
