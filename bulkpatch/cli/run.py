@@ -14,6 +14,7 @@ import click
 import orjson
 from rich.console import Console
 
+from bulkpatch.cli.environment import credentials
 from bulkpatch.cli.terminal import Stdout, print_safely
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import BulkPatchError, ConfigError
@@ -246,10 +247,8 @@ def run(
         shard=parse_shard(shard, dict(os.environ)) if shard else None,
         only_changed=only_changed,
         dry_run=dry_run,
-        token=os.environ.get("BULKPATCH_TOKEN") or None,
-        client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
-        client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
         token_url=token_url,
+        **credentials(),
     )
     if verify_after:
         from bulkpatch.options import check_plannable
@@ -297,9 +296,10 @@ def run(
 
 def _verify(options: RunOptions, out: Console) -> int:
     """``--verify``: read the workloads back; 1 when some live value differs from the input."""
-    from bulkpatch.cli.operations import read_back
+    from bulkpatch.cli.operations import warn
+    from bulkpatch.operations import read_back
 
-    found = run_loop(read_back(options))
+    found = run_loop(read_back(options, notice=warn))
     print_safely(
         lambda: out.print(
             f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
