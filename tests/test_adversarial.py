@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from fakes import FakeTransport, write
+from helpers import write
 
 import bulkpatch
 from bulkpatch.engine.run import Run
@@ -32,6 +32,7 @@ from bulkpatch.records.report import summarise, write_failed
 from bulkpatch.records.resume import RetryFailed
 from bulkpatch.records.sync_state import SyncState, describe
 from bulkpatch.rows.schema import Schema
+from bulkpatch.testing import MockTransport, SentRequest
 
 BASE = "http://api.test"
 
@@ -47,15 +48,13 @@ class Api:
         #: names answered with this status instead of being applied
         self.refuse = dict(refuse or {})
 
-    def __call__(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
-    ) -> Response:
-        name = orjson.loads(body or b"{}")["name"]
+    def __call__(self, request: SentRequest) -> Response:
+        name = orjson.loads(request.body or b"{}")["name"]
         self.sent.append(name)
         status = self.refuse.get(name)
         if status is not None:
             return Response(status, None, b'{"error":{"code":"Nope","message":"refused"}}')
-        self.names[url.rsplit("/", 1)[1]] = name
+        self.names[request.url.rsplit("/", 1)[1]] = name
         return Response(204, None, b"")
 
 
@@ -83,20 +82,20 @@ async def test_a_stop_during_an_earlier_rows_backoff_keeps_the_later_row_of_its_
     api = Api()
     first = True
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         nonlocal first
         if first:  # row 1 gets a 503 with a long Retry-After, and the user presses Ctrl-C
             first = False
             api.sent.append("OLD")
             asyncio.get_running_loop().call_soon(runs[-1].stop)
             return Response(503, "120", b"")
-        return api(method, url, body, headers)
+        return api(request)
 
     options = RunOptions(input=str(source), base_url=BASE, concurrency=2)
-    runs.append(Run(options, transport=FakeTransport(handler), sleep=endless))
+    runs.append(Run(options, transport=MockTransport(handler), sleep=endless))
     interrupted = await asyncio.wait_for(runs[-1].execute(), 30)
     assert interrupted.exit_code == 130
-    runs.append(Run(options, transport=FakeTransport(handler)))
+    runs.append(Run(options, transport=MockTransport(handler)))
     resumed = await runs[-1].execute()
     assert resumed.exit_code == 0
     assert api.names == {"w1": "NEW"}, api.sent  # today: OLD (sent OLD, NEW after the stop, OLD)
@@ -106,21 +105,21 @@ async def test_retry_failed_does_not_let_a_superseded_row_land_last(tmp_path: Pa
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,OLD\nw1,NEW\n")
     api = Api(refuse={"OLD": 500})
     options = RunOptions(input=str(source), base_url=BASE, max_attempts=2)
-    first = await Run(options, transport=FakeTransport(api), sleep=_no_wait).execute()
+    first = await Run(options, transport=MockTransport(api), sleep=_no_wait).execute()
     assert first.exit_code == 1 and api.names == {"w1": "NEW"}
     api.refuse.clear()  # the API is healthy again: the user resends the transient failures
     again = RunOptions(input=str(source), base_url=BASE, retry_failed=RetryFailed.TRANSIENT)
-    await Run(again, transport=FakeTransport(api), sleep=_no_wait).execute()
+    await Run(again, transport=MockTransport(api), sleep=_no_wait).execute()
     assert api.names == {"w1": "NEW"}, api.sent  # today: OLD
 
 
 async def test_a_changed_earlier_row_of_a_repeated_key_is_followed_by_the_later_one(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,A\nw1,B\n")
     api = Api()
-    await Run(RunOptions(input=str(source), base_url=BASE), transport=FakeTransport(api)).execute()
+    await Run(RunOptions(input=str(source), base_url=BASE), transport=MockTransport(api)).execute()
     assert api.names == {"w1": "B"}
     write(source, "workload_id,name\nw1,C\nw1,B\n")  # the input's last word on w1 is still B
-    result = await Run(RunOptions(input=str(source), base_url=BASE), transport=FakeTransport(api)).execute()
+    result = await Run(RunOptions(input=str(source), base_url=BASE), transport=MockTransport(api)).execute()
     assert result.exit_code == 0
     assert api.names == {"w1": "B"}, api.sent  # today: C (B was carried over from the old ledger)
 
@@ -172,19 +171,17 @@ async def test_retry_failed_does_not_resend_an_unsure_post_without_retry_unsafe(
     source = write(tmp_path / "in.jsonl", '{"name": "new-thing"}\n')
     calls: list[str] = []
 
-    def handler(
-        method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
-    ) -> Response | TransportError:
-        calls.append(method)
+    def handler(request: SentRequest) -> Response:
+        calls.append(request.method)
         if len(calls) == 1:
-            return TransportError("disconnect", "server disconnected")  # after the whole request
+            raise TransportError("disconnect", "server disconnected")  # after the whole request
         return Response(201, None, b"{}")
 
     options = RunOptions(input=str(source), base_url=BASE, method="POST", path="/things", schema=Schema.ANY)
-    first = await Run(options, transport=FakeTransport(handler)).execute()
+    first = await Run(options, transport=MockTransport(handler)).execute()
     assert first.exit_code == 1 and calls == ["POST"]
     again = replace(options, retry_failed=RetryFailed.TRANSIENT)
-    await Run(again, transport=FakeTransport(handler)).execute()
+    await Run(again, transport=MockTransport(handler)).execute()
     assert calls == ["POST"]  # today: sent again
 
 
@@ -201,7 +198,7 @@ async def test_state_refuses_an_sqlite_database_that_is_not_a_state(tmp_path: Pa
     api = Api()
     with pytest.raises(ConfigError):
         await Run(
-            RunOptions(input=str(source), base_url=BASE, state=str(other)), transport=FakeTransport(api)
+            RunOptions(input=str(source), base_url=BASE, state=str(other)), transport=MockTransport(api)
         ).execute()
     db = sqlite3.connect(other)
     tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
@@ -214,7 +211,7 @@ async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_pat
     state = str(tmp_path / "sync.db")
     api = Api()
     await Run(
-        RunOptions(input=str(source), base_url=BASE, state=state), transport=FakeTransport(api)
+        RunOptions(input=str(source), base_url=BASE, state=state), transport=MockTransport(api)
     ).execute()
     write(source, "workload_id,name\nw1,a\nw2,b\n")
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -222,7 +219,7 @@ async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_pat
     try:
         with pytest.raises(ConfigError):
             await Run(
-                RunOptions(input=str(source), base_url=BASE, state=state), transport=FakeTransport(api)
+                RunOptions(input=str(source), base_url=BASE, state=state), transport=MockTransport(api)
             ).execute()
     finally:
         holder.close()
@@ -238,11 +235,11 @@ async def test_no_part_of_a_secret_survives_the_cut_of_a_long_error_message(tmp_
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
     message = "x" * 230 + " token Bearer " + SECRET + " has no access to this workload"
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         return Response(422, None, orjson.dumps({"error": {"code": "Forbidden", "message": message}}))
 
     options = RunOptions(input=str(source), base_url=BASE, token=SECRET)
-    await Run(options, transport=FakeTransport(handler)).execute()
+    await Run(options, transport=MockTransport(handler)).execute()
     text = Path(f"{source}.ledger.jsonl").read_text()
     assert SECRET[:12] not in text
 
@@ -251,11 +248,11 @@ async def test_a_token_echoed_percent_encoded_in_location_is_masked(tmp_path: Pa
     token = "eyJhbGci+Sk/Tq9w=="
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         return Response(302, None, b"", "https://sso.test/login?token=" + quote(token, safe=""))
 
     await Run(
-        RunOptions(input=str(source), base_url=BASE, token=token), transport=FakeTransport(handler)
+        RunOptions(input=str(source), base_url=BASE, token=token), transport=MockTransport(handler)
     ).execute()
     assert quote(token, safe="") not in Path(f"{source}.ledger.jsonl").read_text()
 
@@ -266,7 +263,7 @@ async def test_a_token_echoed_percent_encoded_in_location_is_masked(tmp_path: Pa
 async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
     api = Api(refuse={"b": 422})
-    await Run(RunOptions(input=str(source), base_url=BASE), transport=FakeTransport(api)).execute()
+    await Run(RunOptions(input=str(source), base_url=BASE), transport=MockTransport(api)).execute()
     ledger = f"{source}.ledger.jsonl"
     write(source, "workload_id,name\nw0,z\nw1,a\nw2,b\nw3,c\n")  # tonight's export, one row more
     fix = tmp_path / "fix.csv"
@@ -276,7 +273,7 @@ async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_
         return  # refusing is fine too
     assert "w2" in fix.read_text() and "w1" not in fix.read_text(), fix.read_text()
     api.refuse.clear()
-    await Run(RunOptions(input=str(fix), base_url=BASE), transport=FakeTransport(api)).execute()
+    await Run(RunOptions(input=str(fix), base_url=BASE), transport=MockTransport(api)).execute()
     tally = summarise(ledger, f"{fix}.ledger.jsonl")
     assert api.names.get("w2") == "b" or tally.bad
 
@@ -285,12 +282,12 @@ async def test_another_inputs_ledger_is_not_rotated_away(tmp_path: Path) -> None
     first = write(tmp_path / "a.csv", "workload_id,name\nw1,a\nw2,b\n")
     other = write(tmp_path / "b.csv", "workload_id,name\nx1,a\n")
     api = Api()
-    await Run(RunOptions(input=str(first), base_url=BASE), transport=FakeTransport(api)).execute()
+    await Run(RunOptions(input=str(first), base_url=BASE), transport=MockTransport(api)).execute()
     typo = RunOptions(input=str(other), base_url=BASE, ledger=f"{first}.ledger.jsonl")
     with contextlib.suppress(ConfigError):  # refusing it is what a careful user expects
-        await Run(typo, transport=FakeTransport(api)).execute()
+        await Run(typo, transport=MockTransport(api)).execute()
     sent = len(api.sent)
-    await Run(RunOptions(input=str(first), base_url=BASE), transport=FakeTransport(api)).execute()
+    await Run(RunOptions(input=str(first), base_url=BASE), transport=MockTransport(api)).execute()
     assert api.sent[sent:] == []  # today: w1 and w2 are sent again
 
 
@@ -306,7 +303,7 @@ async def test_rows_from_an_iterable_that_breaks_off_are_still_sent(tmp_path: Pa
     api = Api()
     ledger = tmp_path / "rows.ledger.jsonl"
     with pytest.raises(InputError):
-        await bulkpatch.run_async(rows(), base_url=BASE, ledger=str(ledger), transport=FakeTransport(api))
+        await bulkpatch.run_async(rows(), base_url=BASE, ledger=str(ledger), transport=MockTransport(api))
     assert len(api.names) == 10 and len(_rows(ledger)) == 10
 
 
@@ -318,7 +315,7 @@ async def test_a_key_whose_last_row_succeeded_is_not_listed_failing(tmp_path: Pa
     state = str(tmp_path / "sync.db")
     api = Api(refuse={"bad": 422})
     await Run(
-        RunOptions(input=str(source), base_url=BASE, state=state), transport=FakeTransport(api)
+        RunOptions(input=str(source), base_url=BASE, state=state), transport=MockTransport(api)
     ).execute()
     assert api.names == {"w1": "good"}
     assert describe(state)["failing"] == []

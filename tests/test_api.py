@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import write
 
 import bulkpatch
 import bulkpatch.options

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from fakes import ThreadedMock, write
+from helpers import ThreadedMock, write
 
 from bulkpatch.cli.main import cli
 from bulkpatch.mock import MockConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import ThreadedMock, write
+from helpers import ThreadedMock, write
 
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads

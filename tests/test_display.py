@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, write
+from helpers import FakeClock, write
 from rich.console import Console
 
 from bulkpatch.cli.display import Progress, count_rows, print_report, print_summary

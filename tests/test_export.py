@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 from click.testing import CliRunner
-from fakes import ThreadedMock
+from helpers import ThreadedMock
 
 import bulkpatch
 from bulkpatch.cli.main import _Group

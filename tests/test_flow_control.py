@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from fakes import write
+from helpers import write
 from virtual_time import VirtualClock
 
 from bulkpatch.engine.pacing import Pacer

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from fakes import FakeTransport, write
+from helpers import write
 from rich.console import Console
 
 import bulkpatch
@@ -29,7 +29,7 @@ BASE = "http://api.test"
 async def test_rows_without_a_key_are_sent_side_by_side(tmp_path: Path) -> None:
     """POSTs to a collection (no {field} in the path) were sent one at a time, all keyed ''."""
     source = write(tmp_path / "p.csv", "name\n" + "".join(f"n{i}\n" for i in range(40)))
-    transport = FakeTransport(lambda *a: Response(201))
+    transport = MockTransport(lambda _: Response(201))
     opts = RunOptions(input=str(source), base_url=BASE, method="POST", path="/things", schema="any")  # type: ignore[arg-type]
     result = await Run(opts, transport=transport).execute()
     assert transport.max_in_flight > 1 and result.repeated_keys == 0 and result.exit_code == 0
@@ -65,7 +65,7 @@ def test_the_library_takes_the_command_lines_spellings() -> None:
 async def test_the_state_counts_the_rows_sent(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\n")
     opts = RunOptions(input=str(source), base_url=BASE, state=str(tmp_path / "s.db"))
-    await Run(opts, transport=FakeTransport(lambda *a: Response(204))).execute()
+    await Run(opts, transport=MockTransport(lambda _: Response(204))).execute()
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("SELECT sent, requests, ok FROM runs").fetchall() == [(2, 2, 2)]
     db.close()
@@ -75,7 +75,7 @@ async def test_no_credentials_at_all_says_so(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
     with pytest.raises(CredentialsRejected, match="no credentials are set"):
         await Run(
-            RunOptions(input=str(source), base_url=BASE), transport=FakeTransport(lambda *a: Response(401))
+            RunOptions(input=str(source), base_url=BASE), transport=MockTransport(lambda _: Response(401))
         ).execute()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import FakeClock
+from helpers import FakeClock
 
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer

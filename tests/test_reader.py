@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import write
+from helpers import write
 
 from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.rows.reader import Format, InputFile, detect_format

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import write
 
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError

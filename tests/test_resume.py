@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import write
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.ledger import LedgerWriter, RowResult, Status

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-
 import orjson
 import pytest
-from fakes import FakeClock, FakeTransport
+from helpers import FakeClock
 
 from bulkpatch.engine.retry import RetryPolicy
 from bulkpatch.engine.sender import Sender, describe_error
@@ -12,17 +10,15 @@ from bulkpatch.errors import TransportError
 from bulkpatch.http.transport import Response
 from bulkpatch.records.ledger import Status
 from bulkpatch.rows.mapping import Request
+from bulkpatch.testing import MockTransport, SentRequest
 
 REQUEST = Request(row=3, line=4, key="w1", path="/workloads/w1", body=b'{"name":"x"}')
 
 
-def script(*answers: Response | TransportError) -> FakeTransport:
-    """A transport that gives these answers in order."""
-    it: Iterator[Response | TransportError] = iter(answers)
-    return FakeTransport(lambda *_: next(it))
+script = MockTransport.script
 
 
-def sender(transport: FakeTransport, clock: FakeClock, **policy: float) -> Sender:
+def sender(transport: MockTransport, clock: FakeClock, **policy: float) -> Sender:
     return Sender(
         transport,
         "http://api.test/",
@@ -42,9 +38,9 @@ async def test_success_first_time() -> None:
     result = await sender(transport, clock).send(REQUEST)
     assert (result.status, result.http_status, result.attempts, result.error) == (Status.OK, 204, 1, None)
     assert (result.row, result.line, result.key) == (3, 4, "w1")
-    assert transport.calls[0].url == "http://api.test/workloads/w1"
-    assert transport.calls[0].method == "PATCH"
-    assert transport.calls[0].body == b'{"name":"x"}'
+    assert transport.requests[0].url == "http://api.test/workloads/w1"
+    assert transport.requests[0].method == "PATCH"
+    assert transport.requests[0].body == b'{"name":"x"}'
     assert clock.sleeps == []
 
 
@@ -66,17 +62,17 @@ async def test_permanent_error_is_final_after_one_request_with_the_api_message()
     assert result.status is Status.FAILED
     assert (result.http_status, result.attempts) == (404, 1)
     assert result.error == "HTTP 404: NotFound: workload w1 not found"
-    assert len(transport.calls) == 1
+    assert len(transport.requests) == 1
 
 
 async def test_gives_up_after_max_attempts() -> None:
     clock = FakeClock()
-    transport = FakeTransport(lambda *_: Response(502, None, b"bad gateway"))
+    transport = MockTransport(lambda _: Response(502, None, b"bad gateway"))
     result = await sender(transport, clock, max_attempts=4).send(REQUEST)
     assert result.status is Status.FAILED
     assert (result.http_status, result.attempts) == (502, 4)
     assert result.error == "HTTP 502: bad gateway (gave up after 4 attempts)"
-    assert len(transport.calls) == 4
+    assert len(transport.requests) == 4
 
 
 async def test_retry_after_is_honoured_before_the_next_attempt() -> None:
@@ -114,11 +110,11 @@ class RenewingAuth:
 async def test_401_renews_the_token_without_spending_an_attempt() -> None:
     clock = FakeClock()
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        assert headers is not None
-        return Response(204 if headers["Authorization"] == "Bearer t2" else 401, None, b"")
+    def handler(request: SentRequest) -> Response:
+        assert request.headers is not None
+        return Response(204 if request.headers["Authorization"] == "Bearer t2" else 401, None, b"")
 
-    transport = FakeTransport(handler)
+    transport = MockTransport(handler)
     auth = RenewingAuth()
     s = Sender(transport, "http://api.test", policy=RetryPolicy(max_attempts=1), auth=auth, sleep=clock.sleep)
     result = await s.send(REQUEST)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from pathlib import Path
 
-from fakes import FakeTransport, write
+from helpers import write
 
 from bulkpatch.engine.run import Run
 from bulkpatch.engine.stopping import StopToken
 from bulkpatch.http.transport import Response
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import iter_records
+from bulkpatch.testing import MockTransport, SentRequest
 
 
 async def test_a_sleep_is_cut_short_by_stop_whatever_sleep_was_injected() -> None:
@@ -42,13 +42,13 @@ async def test_stopping_during_a_retry_after_pause_leaves_the_row_unrecorded(tmp
 
     holder: list[Run] = []
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         asyncio.get_running_loop().call_soon(holder[0].stop)
         return Response(503, "120", b"")
 
     run = Run(
         RunOptions(input=str(source), base_url="http://api.test"),
-        transport=FakeTransport(handler),
+        transport=MockTransport(handler),
         sleep=fake_sleep,
     )
     holder.append(run)

@@ -7,12 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, FakeTransport, ThreadedMock, write
+from helpers import FakeClock, ThreadedMock, write
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
@@ -23,6 +22,7 @@ from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status, iter_records
 from bulkpatch.records.results import RunResult
 from bulkpatch.records.sync_state import SyncState, describe, target_of
+from bulkpatch.testing import MockTransport, SentRequest
 
 BASE = "http://api.test"
 
@@ -37,24 +37,22 @@ class Api:
     def __init__(self) -> None:
         self.store: dict[str, str] = {}
         self.refuse: set[str] = set()
-        self.transport = FakeTransport(self.handle)
+        self.transport = MockTransport(self.handle)
 
-    def handle(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
-    ) -> Response:
-        key = url.rsplit("/", 1)[1]
+    def handle(self, request: SentRequest) -> Response:
+        key = request.url.rsplit("/", 1)[1]
         if key in self.refuse:
             return Response(500, None, b"")
-        self.store[key] = orjson.loads(body or b"{}")["name"]
+        self.store[key] = orjson.loads(request.body or b"{}")["name"]
         return Response(204, None, b"")
 
     @property
     def sent(self) -> list[str]:
-        return [c.url.rsplit("/", 1)[1] for c in self.transport.calls]
+        return [c.url.rsplit("/", 1)[1] for c in self.transport.requests]
 
 
 async def night(api: Api, source: Path, state: Path, **kw: object) -> RunResult:
-    api.transport.calls.clear()
+    api.transport.requests.clear()
     opts = RunOptions(
         **{"input": str(source), "base_url": BASE, "state": str(state), "max_attempts": 1, **kw}
     )  # type: ignore[arg-type]
@@ -169,7 +167,7 @@ async def test_a_row_changed_past_the_first_mib_is_sent_not_skipped(tmp_path: Pa
         names[f"w{i:06d}"] = f"NAME-{i:06d}-" + "y" * 40  # same length
     inventory(source, names)
     assert source.stat().st_size == size
-    api.transport.calls.clear()
+    api.transport.requests.clear()
     result = await Run(opts, transport=api.transport).execute()
     assert len(api.sent) == 50 and result.exit_code == 0 and result.changed == 50
     assert result.archived_ledger is not None and result.already_done == 29_950
@@ -184,7 +182,7 @@ async def test_different_stdin_content_against_an_old_ledger_is_sent(tmp_path: P
     async def piped(names: dict[str, str]) -> RunResult:
         opts = RunOptions(input="-", format="csv", base_url=BASE, ledger=str(ledger))
         rows = [{"workload_id": k, "name": v} for k, v in names.items()]
-        api.transport.calls.clear()
+        api.transport.requests.clear()
         return await Run(opts, transport=api.transport, rows=rows).execute()
 
     await piped({f"w{i}": "a" for i in range(300)})

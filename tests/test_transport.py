@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
-from fakes import CompatResponse
+from helpers import CompatResponse
 
 from bulkpatch.errors import TransportError
 from bulkpatch.http.transport import BODY_KEEP, AiohttpTransport

@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, FakeTransport, ThreadedMock, ok, write
+from helpers import FakeClock, ThreadedMock, ok, write
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ApiUnreachable, ConfigError, CredentialsRejected, TransportError, WrongTarget
@@ -28,6 +28,7 @@ from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import iter_records
 from bulkpatch.records.results import RunResult
+from bulkpatch.testing import MockTransport, SentRequest
 
 BASE = "http://api.test"
 SECRET = "s3cr3t-T0KEN-value"
@@ -37,7 +38,7 @@ def options(source: Path, **kw: object) -> RunOptions:
     return RunOptions(**{"input": str(source), "base_url": BASE, **kw})  # type: ignore[arg-type]
 
 
-async def run(opts: RunOptions, transport: FakeTransport) -> RunResult:
+async def run(opts: RunOptions, transport: MockTransport) -> RunResult:
     clock = FakeClock()
     return await Run(opts, transport=transport, sleep=clock.sleep, clock=clock).execute()
 
@@ -54,16 +55,16 @@ async def test_a_retried_row_never_lands_after_a_later_row_of_its_key(tmp_path: 
     applied: dict[str, str] = {}
     seen_old = 0
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         nonlocal seen_old
-        name = orjson.loads(body or b"{}")["name"]
+        name = orjson.loads(request.body or b"{}")["name"]
         if name == "OLD" and seen_old == 0:
             seen_old += 1
             return Response(503, None, b"")  # the first request is retried...
-        applied[url.rsplit("/", 1)[1]] = name
+        applied[request.url.rsplit("/", 1)[1]] = name
         return Response(204, None, b"")
 
-    result = await run(options(source, concurrency=8), FakeTransport(handler))
+    result = await run(options(source, concurrency=8), MockTransport(handler))
     assert applied == {"w1": "NEW", "w2": "X"}  # ...and still lands before NEW
     assert result.repeated_keys == 1 and result.exit_code == 0
 
@@ -79,14 +80,13 @@ async def test_duplicate_keys_end_with_the_last_value_under_random_latency(tmp_p
     applied: dict[str, str] = {}
     rng = random.Random(5)
 
-    class Slow(FakeTransport):
-        async def send(self, method: str, url: str, body: bytes | None, headers: object = None) -> Response:
-            for _ in range(rng.randrange(0, 50)):  # 0-50 loop turns: answers overtake each other
-                await asyncio.sleep(0)
-            applied[url.rsplit("/", 1)[1]] = orjson.loads(body or b"{}")["name"]
-            return Response(204, None, b"")
+    async def slow(request: SentRequest) -> Response:
+        for _ in range(rng.randrange(0, 50)):  # 0-50 loop turns: answers overtake each other
+            await asyncio.sleep(0)
+        applied[request.url.rsplit("/", 1)[1]] = orjson.loads(request.body or b"{}")["name"]
+        return Response(204, None, b"")
 
-    result = await run(options(source, concurrency=32), Slow(ok))
+    result = await run(options(source, concurrency=32), MockTransport(slow))
     assert set(applied.values()) == {"NEW"} and len(applied) == pairs
     assert result.repeated_keys == pairs
 
@@ -106,9 +106,9 @@ async def test_only_strings_and_exact_integers_name_a_workload(tmp_path: Path) -
         '{"workload_id": "w-1", "name": "a"}',
     ]
     source = write(tmp_path / "in.jsonl", "\n".join(lines) + "\n")
-    transport = FakeTransport(ok)
+    transport = MockTransport(ok)
     result = await run(options(source), transport)
-    assert [c.url.rsplit("/", 1)[1] for c in transport.calls] == ["42", "w-1"]
+    assert [c.url.rsplit("/", 1)[1] for c in transport.requests] == ["42", "w-1"]
     reasons = [r["error"] for r in rows_of(f"{source}.ledger.jsonl") if r["status"] == "invalid"]
     assert len(reasons) == 6 and result.exit_code == 1
     assert "not a string or an exact integer" in str(reasons[0])
@@ -121,10 +121,10 @@ async def test_only_strings_and_exact_integers_name_a_workload(tmp_path: Path) -
 async def test_an_echoed_secret_reaches_no_file(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        if url.endswith("w1"):
+    def handler(request: SentRequest) -> Response:
+        if request.url.endswith("w1"):
             return Response(204, None, b"")
-        if url.endswith("w2"):
+        if request.url.endswith("w2"):
             envelope = {"error": {"code": "forbidden", "message": f"token Bearer {SECRET} has no access"}}
             return Response(400, None, orjson.dumps(envelope))
         return Response(500, None, f"bad key {SECRET}-X".encode())
@@ -133,7 +133,7 @@ async def test_an_echoed_secret_reaches_no_file(tmp_path: Path) -> None:
     opts = options(source, token=SECRET, max_attempts=2, headers={"X-Api-Key": "api-key-0451"})
     r = Run(
         opts,
-        transport=FakeTransport(handler),
+        transport=MockTransport(handler),
         sleep=FakeClock().sleep,
         events=lambda e, f: events.append((e, f)),
     )
@@ -155,10 +155,10 @@ async def test_common_error_shapes_keep_the_apis_message(tmp_path: Path) -> None
         "w2": {"title": "Unprocessable", "errors": [{"field": "name", "message": "taken"}]},
     }
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        return Response(422, None, orjson.dumps(bodies[url.rsplit("/", 1)[1]]))
+    def handler(request: SentRequest) -> Response:
+        return Response(422, None, orjson.dumps(bodies[request.url.rsplit("/", 1)[1]]))
 
-    await run(options(source), FakeTransport(handler))
+    await run(options(source), MockTransport(handler))
     errors = {r["key"]: r["error"] for r in rows_of(f"{source}.ledger.jsonl")}
     assert errors == {"w1": "HTTP 422: body.name: too long", "w2": "HTTP 422: Unprocessable; name: taken"}
 
@@ -169,13 +169,13 @@ async def test_a_post_is_resent_after_a_dropped_answer_only_when_asked(
 ) -> None:
     source = write(tmp_path / "in.jsonl", '{"name": "a"}\n')
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         raise TransportError("disconnect", "server closed the connection")
 
-    transport = FakeTransport(handler)
+    transport = MockTransport(handler)
     opts = options(source, method="POST", path="/things", schema="any", max_attempts=3, retry_unsafe=unsafe)
     await run(opts, transport)
-    assert len(transport.calls) == requests
+    assert len(transport.requests) == requests
     (record,) = rows_of(f"{source}.ledger.jsonl")
     assert record["status"] == "failed"
     assert ("--retry-unsafe" in str(record["error"])) is not unsafe
@@ -191,41 +191,43 @@ def test_authorization_from_two_places_is_refused(tmp_path: Path) -> None:
 
 async def test_a_rejected_static_token_stops_the_run_and_records_nothing(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(500)))
-    transport = FakeTransport(lambda *a: Response(401, None, b'{"error":{"message":"expired"}}'))
+    transport = MockTransport(lambda _: Response(401, None, b'{"error":{"message":"expired"}}'))
     with pytest.raises(CredentialsRejected, match="credentials rejected") as caught:
         await run(options(source, token=SECRET, concurrency=16), transport)
-    assert len(transport.calls) <= 16
+    assert len(transport.requests) <= 16
     assert rows_of(f"{source}.ledger.jsonl") == []
-    assert isinstance(caught.value.result, RunResult) and caught.value.result.requests == len(transport.calls)
+    assert isinstance(caught.value.result, RunResult) and caught.value.result.requests == len(
+        transport.requests
+    )
 
 
 async def test_a_403_after_successes_fails_only_its_row(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        return Response(403 if url.endswith("w2") else 204, None, b"")
+    def handler(request: SentRequest) -> Response:
+        return Response(403 if request.url.endswith("w2") else 204, None, b"")
 
-    result = await run(options(source, concurrency=1), FakeTransport(handler))
+    result = await run(options(source, concurrency=1), MockTransport(handler))
     assert [r["status"] for r in rows_of(f"{source}.ledger.jsonl")] == ["ok", "failed", "ok"]
     assert result.exit_code == 1
 
 
 async def test_the_first_rows_all_failing_alike_stop_the_run(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(300)))
-    transport = FakeTransport(lambda *a: Response(404, None, b""))
+    transport = MockTransport(lambda _: Response(404, None, b""))
     with pytest.raises(WrongTarget, match="first 50 rows sent all failed with HTTP 404"):
         await run(options(source, concurrency=4), transport)
     assert 50 <= len(rows_of(f"{source}.ledger.jsonl")) <= 54
-    assert len(transport.calls) <= 54
+    assert len(transport.requests) <= 54
 
 
 async def test_some_404s_among_successes_do_not_stop_the_run(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(120)))
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        return Response(204 if url.endswith("w7") else 404, None, b"")
+    def handler(request: SentRequest) -> Response:
+        return Response(204 if request.url.endswith("w7") else 404, None, b"")
 
-    result = await run(options(source, concurrency=1), FakeTransport(handler))
+    result = await run(options(source, concurrency=1), MockTransport(handler))
     assert result.tally.total == 120
 
 
@@ -235,7 +237,7 @@ async def test_an_api_down_for_a_while_fails_no_row(tmp_path: Path) -> None:
     down = {"until": 0.0}
     calls = 0
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         nonlocal calls
         calls += 1
         if calls == 60:
@@ -247,7 +249,7 @@ async def test_an_api_down_for_a_while_fails_no_row(tmp_path: Path) -> None:
     events: list[str] = []
     r = Run(
         options(source, concurrency=8, max_attempts=3),
-        transport=FakeTransport(handler),
+        transport=MockTransport(handler),
         sleep=clock.sleep,
         clock=clock,
         events=lambda e, f: events.append(e),
@@ -260,11 +262,11 @@ async def test_an_api_down_for_a_while_fails_no_row(tmp_path: Path) -> None:
 async def test_an_api_that_stays_down_stops_the_run_with_rows_unrecorded(tmp_path: Path) -> None:
     source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(100)))
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         raise TransportError("connect", "cannot connect: Connection refused")
 
     with pytest.raises(ApiUnreachable, match="API unreachable since"):
-        await run(options(source, concurrency=8, max_outage=60), FakeTransport(handler))
+        await run(options(source, concurrency=8, max_outage=60), MockTransport(handler))
     failed = [r for r in rows_of(f"{source}.ledger.jsonl") if r["status"] == "failed"]
     assert failed == []
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
-from fakes import ThreadedMock
+from helpers import ThreadedMock
 
 import bulkpatch
 from bulkpatch.cli.main import _Group

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-from fakes import write
+from helpers import write
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import TransportError, WorkerError

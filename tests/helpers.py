@@ -1,64 +1,28 @@
-"""Test doubles shared by the unit tests: a transport without sockets, a clock that never waits."""
+"""What the tests share: a clock that never waits, files, the mock API in a thread, spawned runs.
+
+The transport without sockets is the shipped ``bulkpatch.testing.MockTransport``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse
 from yarl import URL
 
-from bulkpatch.errors import TransportError
-from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig, MockServer
-
-Handler = Callable[[str, str, bytes | None, Mapping[str, str] | None], "Response | TransportError"]
-
-
-@dataclass
-class Call:
-    method: str
-    url: str
-    body: bytes | None
-    headers: dict[str, str]
+from bulkpatch.mock.store import sample_workloads
+from bulkpatch.testing import Response, SentRequest
 
 
-@dataclass
-class FakeTransport:
-    """Answers each request with ``handler(method, url, body, headers)``; records every call."""
-
-    handler: Handler
-    calls: list[Call] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    #: yield to the loop inside send, so concurrency is real
-    yield_control: bool = True
-
-    async def send(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None = None
-    ) -> Response:
-        self.calls.append(Call(method, url, body, dict(headers or {})))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.yield_control:
-                await asyncio.sleep(0)
-            answer = self.handler(method, url, body, headers)
-        finally:
-            self.in_flight -= 1
-        if isinstance(answer, TransportError):
-            raise answer
-        return answer
-
-    async def close(self) -> None:
-        return None
-
-
-def ok(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+def ok(request: SentRequest) -> Response:
+    """A ``MockTransport`` handler that applies everything: 204."""
     return Response(204, None, b"")
 
 
@@ -85,6 +49,28 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_bytes(text)
     return path
+
+
+def fleet_csv(tmp_path: Path, n: int, prefix: str = "name") -> Path:
+    """``fleet.csv``: the ids of the mock's first ``n`` workloads, each renamed ``PREFIX-I``."""
+    rows = "".join(f"{w['id']},{prefix}-{i}\n" for i, w in enumerate(sample_workloads(n)))
+    return write(tmp_path / "fleet.csv", "workload_id,name\n" + rows)
+
+
+#: the environment of a spawned run: none of the machine's BULKPATCH_ variables
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    """``bulkpatch ARGS`` running in the background, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulkpatch", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def spawn_run(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
+    """``bulkpatch run SOURCE --base-url URL --no-progress EXTRA`` in the background."""
+    return spawn("run", str(source), "--base-url", url, "--no-progress", *extra)
 
 
 class _NoUpload:
