@@ -10,15 +10,69 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import ClientResponse
 from yarl import URL
 
+from bulkpatch.engine.run import Run
+from bulkpatch.http.transport import Transport
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
+from bulkpatch.options import RunOptions
+from bulkpatch.records.ledger import iter_records
+from bulkpatch.records.results import RunResult
 from bulkpatch.testing import Response, SentRequest
+
+#: the API root of the unit tests: never resolved, MockTransport answers
+API = "http://api.test"
+#: a token the API echoes back, and a long one cut in the middle of an error message
+ECHOED_SECRET = "s3cr3t-T0KEN-value"
+LONG_SECRET = "sk-live-" + "Q7wX9pL2" * 6
+
+
+def run_options(source: Path, **kw: object) -> RunOptions:
+    """The options of a run of ``source`` against ``API``."""
+    return RunOptions(**{"input": str(source), "base_url": API, **kw})  # type: ignore[arg-type]
+
+
+async def run_on_fake_clock(opts: RunOptions, transport: Transport) -> RunResult:
+    """A run whose waits (backoff, pacing) pass in no time."""
+    clock = FakeClock()
+    return await Run(opts, transport=transport, sleep=clock.sleep, clock=clock).execute()
+
+
+async def no_wait(seconds: float) -> None:
+    return None
+
+
+def ledger_rows(ledger: str | Path) -> list[dict[str, object]]:
+    """The row records of a ledger (its header and events left out)."""
+    return [r for r in iter_records(ledger) if r.get("type") == "row"]
+
+
+class NamesApi:
+    """A ``MockTransport`` handler that keeps the last name applied to each workload id."""
+
+    def __init__(self, refuse: Mapping[str, int] | None = None) -> None:
+        #: workload id -> the name the API holds now
+        self.names: dict[str, str] = {}
+        #: every name sent, in arrival order
+        self.sent: list[str] = []
+        #: names answered with this status instead of being applied
+        self.refuse = dict(refuse or {})
+
+    def __call__(self, request: SentRequest) -> Response:
+        name = orjson.loads(request.body or b"{}")["name"]
+        self.sent.append(name)
+        status = self.refuse.get(name)
+        if status is not None:
+            return Response(status, None, b'{"error":{"code":"Nope","message":"refused"}}')
+        self.names[request.url.rsplit("/", 1)[1]] = name
+        return Response(204, None, b"")
 
 
 def ok(request: SentRequest) -> Response:
@@ -59,6 +113,14 @@ def fleet_csv(tmp_path: Path, n: int, prefix: str = "name") -> Path:
 
 #: the environment of a spawned run: none of the machine's BULKPATCH_ variables
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
+
+
+def bulkpatch_cli(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    """``python -m bulkpatch ARGS`` to the end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "bulkpatch", *args],
+        **{"env": ENV, "capture_output": True, "timeout": 120, **kw},  # type: ignore[arg-type]
+    )
 
 
 def spawn(*args: str) -> subprocess.Popen[bytes]:

@@ -6,17 +6,17 @@ import asyncio
 import gc
 import os
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from helpers import write
+from helpers import API, NamesApi, ledger_rows, write
 
 import bulkpatch
 import bulkpatch.options
 from bulkpatch.engine.run import Run
-from bulkpatch.errors import ConfigError
+from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.mock import MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
@@ -273,3 +273,31 @@ def test_run_takes_a_runoptions_but_not_together_with_keywords(tmp_path: Path) -
     assert summary.exit_code == 0 and len(transport.requests) == 1
     with pytest.raises(ConfigError, match=r"not both \(concurrency\)"):
         bulkpatch.run([{"workload_id": "w1", "name": "a"}], options=options, concurrency=4)
+
+
+async def test_rows_from_an_iterable_that_breaks_off_are_still_sent(tmp_path: Path) -> None:
+    def rows() -> Iterator[dict[str, str]]:
+        for i in range(10):
+            yield {"workload_id": f"w{i}", "name": "x"}
+        raise RuntimeError("the database cursor died")
+
+    api = NamesApi()
+    ledger = tmp_path / "rows.ledger.jsonl"
+    with pytest.raises(InputError):
+        await bulkpatch.run_async(rows(), base_url=API, ledger=str(ledger), transport=MockTransport(api))
+    assert len(api.names) == 10 and len(ledger_rows(ledger)) == 10
+
+
+async def test_the_runs_headers_reach_a_transport_of_the_callers(tmp_path: Path) -> None:
+    transport = MockTransport(lambda request: Response(204))
+    await bulkpatch.run_async(
+        [{"workload_id": "w1", "name": "a"}],
+        base_url=API,
+        ledger=os.devnull,
+        transport=transport,
+        headers={"X-Tenant": "t1"},
+        token="tok-123",
+    )
+    sent: SentRequest = transport.requests[0]
+    assert sent.headers["X-Tenant"] == "t1" and sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Authorization"] == "Bearer tok-123"

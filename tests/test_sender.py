@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
-from helpers import FakeClock
+from helpers import (
+    API,
+    ECHOED_SECRET,
+    FakeClock,
+    ledger_rows,
+    run_on_fake_clock,
+    run_options,
+    write,
+)
 
 from bulkpatch.engine.retry import RetryPolicy
+from bulkpatch.engine.run import Run
 from bulkpatch.engine.sender import Sender, describe_error
-from bulkpatch.errors import TransportError
-from bulkpatch.http.transport import Response
+from bulkpatch.errors import CredentialsRejected, TransportError, WrongTarget
+from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import Status
+from bulkpatch.records.results import RunResult
 from bulkpatch.rows.mapping import Request
-from bulkpatch.testing import MockTransport, SentRequest
+from bulkpatch.testing import MockTransport, Response, SentRequest
 
 REQUEST = Request(row=3, line=4, key="w1", path="/workloads/w1", body=b'{"name":"x"}')
 
@@ -133,3 +145,68 @@ async def test_401_renews_the_token_without_spending_an_attempt() -> None:
 )
 def test_describe_error(body: bytes, expected: str) -> None:
     assert describe_error(Response(400, None, body)) == expected
+
+
+async def test_common_error_shapes_keep_the_apis_message(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\n")
+    bodies = {
+        "w1": {"detail": [{"loc": ["body", "name"], "msg": "too long"}]},
+        "w2": {"title": "Unprocessable", "errors": [{"field": "name", "message": "taken"}]},
+    }
+
+    def handler(request: SentRequest) -> Response:
+        return Response(422, None, orjson.dumps(bodies[request.url.rsplit("/", 1)[1]]))
+
+    await run_on_fake_clock(run_options(source), MockTransport(handler))
+    errors = {r["key"]: r["error"] for r in ledger_rows(f"{source}.ledger.jsonl")}
+    assert errors == {"w1": "HTTP 422: body.name: too long", "w2": "HTTP 422: Unprocessable; name: taken"}
+
+
+async def test_a_rejected_static_token_stops_the_run_and_records_nothing(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(500)))
+    transport = MockTransport(lambda _: Response(401, None, b'{"error":{"message":"expired"}}'))
+    with pytest.raises(CredentialsRejected, match="credentials rejected") as caught:
+        await run_on_fake_clock(run_options(source, token=ECHOED_SECRET, concurrency=16), transport)
+    assert len(transport.requests) <= 16
+    assert ledger_rows(f"{source}.ledger.jsonl") == []
+    assert isinstance(caught.value.result, RunResult) and caught.value.result.requests == len(
+        transport.requests
+    )
+
+
+async def test_a_403_after_successes_fails_only_its_row(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
+
+    def handler(request: SentRequest) -> Response:
+        return Response(403 if request.url.endswith("w2") else 204, None, b"")
+
+    result = await run_on_fake_clock(run_options(source, concurrency=1), MockTransport(handler))
+    assert [r["status"] for r in ledger_rows(f"{source}.ledger.jsonl")] == ["ok", "failed", "ok"]
+    assert result.exit_code == 1
+
+
+async def test_the_first_rows_all_failing_alike_stop_the_run(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(300)))
+    transport = MockTransport(lambda _: Response(404, None, b""))
+    with pytest.raises(WrongTarget, match="first 50 rows sent all failed with HTTP 404"):
+        await run_on_fake_clock(run_options(source, concurrency=4), transport)
+    assert 50 <= len(ledger_rows(f"{source}.ledger.jsonl")) <= 54
+    assert len(transport.requests) <= 54
+
+
+async def test_some_404s_among_successes_do_not_stop_the_run(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(120)))
+
+    def handler(request: SentRequest) -> Response:
+        return Response(204 if request.url.endswith("w7") else 404, None, b"")
+
+    result = await run_on_fake_clock(run_options(source, concurrency=1), MockTransport(handler))
+    assert result.tally.total == 120
+
+
+async def test_no_credentials_at_all_says_so(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    with pytest.raises(CredentialsRejected, match="no credentials are set"):
+        await Run(
+            RunOptions(input=str(source), base_url=API), transport=MockTransport(lambda _: Response(401))
+        ).execute()
