@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from helpers import ThreadedMock
+from local_server import LocalServer, serve
 
 from bulkpatch.mock import MockConfig, MockServer
 
@@ -28,4 +29,11 @@ async def mock_server() -> AsyncIterator[MockServer]:
 def api() -> Iterator[ThreadedMock]:
     """The mock API (300 workloads, no auth) in a thread, for tests that spawn ``bulkpatch``."""
     with ThreadedMock(MockConfig(require_auth=False, workloads=300)) as server:
+        yield server
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[LocalServer]:
+    """An aiohttp server on 127.0.0.1 that misbehaves on request (see ``local_server.py``)."""
+    async with serve() as server:
         yield server

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 from helpers import FakeClock, ThreadedMock, write
+from helpers import spawn_run as _run
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
@@ -193,16 +192,6 @@ async def test_different_stdin_content_against_an_old_ledger_is_sent(tmp_path: P
 
 
 # --- processes: one writer, kill -9 with a state ------------------------------------------------
-
-
-def _run(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", url, "--no-progress", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def _wait_for_rows(ledger: Path, proc: subprocess.Popen[bytes], at_least: int) -> None:
