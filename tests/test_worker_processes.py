@@ -39,6 +39,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_requests_are_sent_by_the_workers_as_given(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=2, limit=8, timeout=5, headers={"X-Team": "ops"}) as transport:
         await transport.start()
@@ -62,12 +63,14 @@ async def test_requests_are_sent_by_the_workers_as_given(http_server: LocalServe
     assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_status_retry_after_and_body_come_back_from_the_worker(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
         resp = await transport.send("PUT", f"{http_server.url}/busy", None)
     assert (resp.status, resp.retry_after, len(resp.body)) == (429, "7", BODY_KEEP)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_a_redirect_s_location_comes_back_from_the_worker(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
         moved = await transport.send("PATCH", f"{http_server.url}/moved", b"{}")
@@ -93,12 +96,14 @@ async def test_response_frames_with_and_without_a_location_tail(location: bytes 
     assert (second.status, second.retry_after, second.body, second.location) == (204, None, b"", None)
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_a_url_longer_than_64_kib_is_sent_like_any_other(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
         resp = await transport.send("PATCH", f"{http_server.url}/echo/{'x' * 70_000}", b"{}")
     assert resp.status == 400  # the server refuses a request line that long; the frame did not
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_network_errors_are_transport_errors_of_the_same_kind(http_server: LocalServer) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +117,7 @@ async def test_network_errors_are_transport_errors_of_the_same_kind(http_server:
     assert slow.value.kind == "timeout"
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=2, timeout=30) as transport:
         pending = asyncio.ensure_future(transport.send("PATCH", f"{http_server.url}/hold", b"{}"))
@@ -125,6 +131,7 @@ async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(http_se
             await transport.send("PATCH", f"{http_server.url}/echo/x", b"{}")
 
 
+@pytest.mark.slow  # starts worker processes
 async def test_an_unexpected_error_in_a_worker_is_reported_not_waited_for(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
         with pytest.raises(WorkerError, match="a worker process failed: ValueError"):
