@@ -35,7 +35,7 @@ from bulkpatch.rows.reader import detect_format
 READ_LIMIT = 8 << 20
 
 Notice = Callable[[str], None] | None
-Progress = Callable[[int], None] | None
+OnProgress = Callable[[int], None] | None
 
 
 async def plan_async(
@@ -54,7 +54,7 @@ async def plan_async(
     max_attempts: int = 5,
     transport: Transport | None = None,
     notice: Notice = None,
-    on_progress: Progress = None,
+    on_progress: OnProgress = None,
 ) -> PlanResult:
     """What ``run(input)`` would change, row by row; the rollback goes to ``snapshot`` if given.
 
@@ -97,7 +97,7 @@ async def verify_async(
     max_attempts: int = 5,
     transport: Transport | None = None,
     notice: Notice = None,
-    on_progress: Progress = None,
+    on_progress: OnProgress = None,
 ) -> VerifyResult:
     """Whether the live workloads carry ``input``'s values (after a run); see ``exit_code``."""
     options = RunOptions(
@@ -121,7 +121,7 @@ async def read_back(
     *,
     transport: Transport | None = None,
     notice: Notice = None,
-    on_progress: Progress = None,
+    on_progress: OnProgress = None,
 ) -> VerifyResult:
     """``verify`` for the options of a run (``bulkpatch run --verify``)."""
     async with _reading(options, transport) as through:
@@ -150,7 +150,7 @@ async def export_async(
     max_attempts: int = 5,
     transport: Transport | None = None,
     notice: Notice = None,
-    on_progress: Progress = None,
+    on_progress: OnProgress = None,
 ) -> ExportResult:
     """List workloads into ``output`` (CSV or JSONL, ``.gz`` too; ``-`` is stdout), a file that
     ``run`` reads back to the same values: edit it, then run it.
