@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from aiohttp import ClientResponse
@@ -115,11 +115,16 @@ def fleet_csv(tmp_path: Path, n: int, prefix: str = "name") -> Path:
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
 
 
-def bulkpatch_cli(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+def bulkpatch_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: IO[bytes] | int | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """``python -m bulkpatch ARGS`` to the end, its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "bulkpatch", *args],
-        **{"env": ENV, "capture_output": True, "timeout": 120, **kw},  # type: ignore[arg-type]
+        env=ENV if env is None else env,
+        stdin=stdin,
+        capture_output=True,
+        timeout=120,
     )
 
 
