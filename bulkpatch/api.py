@@ -144,6 +144,7 @@ async def run_async(
 def _options(source: str, options: RunOptions | None, named: dict[str, Any]) -> RunOptions:
     if options is None:
         return RunOptions(input=source, **named)
+    # The signature's own defaults: a keyword left at its default counts as not given.
     defaults = run_async.__kwdefaults__ or {}
     changed = sorted(name for name, value in named.items() if value != defaults.get(name))
     if changed:
