@@ -7,8 +7,10 @@ Library use::
     summary = bulkpatch.run("workloads.csv", base_url="https://eu2-cloud.acronis.com", token="...")
     print(summary.tally.as_dict(), summary.exit_code)
 
-Rows can come from code too (any iterable or async iterable of mappings, with ``ledger=``);
-``bulkpatch.testing.MockTransport`` answers requests in your own tests without a network.
+Rows can come from code too (any iterable or async iterable of mappings, with ``ledger=``).
+``bulkpatch.plan``, ``verify`` and ``export`` (and their ``_async`` twins) are the commands
+around a run; ``bulkpatch.testing.MockTransport`` answers requests in your own tests without a
+network.
 The names below are the public API; the modules behind them are implementation details.
 Imports are lazy, so that ``bulkpatch --help`` does not pay for aiohttp.
 """
@@ -28,8 +30,11 @@ _EXPORTS = {
     "ConfigError": "errors",
     "CredentialsRejected": "errors",
     "DryRunResult": "engine.preview",
+    "ExportResult": "ops.export",
     "InputError": "errors",
     "LedgerError": "errors",
+    "LoopRunning": "errors",
+    "PlanResult": "ops.plan",
     "Response": "http.transport",
     "RetryFailed": "records.resume",
     "RowResult": "records.ledger",
@@ -42,12 +47,19 @@ _EXPORTS = {
     "Status": "records.ledger",
     "Transport": "http.transport",
     "TransportError": "errors",
+    "VerifyResult": "ops.verify",
     "WorkerError": "errors",
     "WorkloadPatch": "rows.schema",
     "WrongTarget": "errors",
     "dry_run": "engine.preview",
+    "export": "operations",
+    "export_async": "operations",
+    "plan": "operations",
+    "plan_async": "operations",
     "run": "api",
     "run_async": "api",
+    "verify": "operations",
+    "verify_async": "operations",
 }
 
 __all__ = [
@@ -57,8 +69,11 @@ __all__ = [
     "ConfigError",
     "CredentialsRejected",
     "DryRunResult",
+    "ExportResult",
     "InputError",
     "LedgerError",
+    "LoopRunning",
+    "PlanResult",
     "Response",
     "RetryFailed",
     "RowResult",
@@ -71,13 +86,20 @@ __all__ = [
     "Status",
     "Transport",
     "TransportError",
+    "VerifyResult",
     "WorkerError",
     "WorkloadPatch",
     "WrongTarget",
     "__version__",
     "dry_run",
+    "export",
+    "export_async",
+    "plan",
+    "plan_async",
     "run",
     "run_async",
+    "verify",
+    "verify_async",
 ]
 
 
@@ -106,12 +128,17 @@ if TYPE_CHECKING:
         CredentialsRejected,
         InputError,
         LedgerError,
+        LoopRunning,
         RunStopped,
         TransportError,
         WorkerError,
         WrongTarget,
     )
     from bulkpatch.http.transport import Response, Transport
+    from bulkpatch.operations import export, export_async, plan, plan_async, verify, verify_async
+    from bulkpatch.ops.export import ExportResult
+    from bulkpatch.ops.plan import PlanResult
+    from bulkpatch.ops.verify import VerifyResult
     from bulkpatch.options import RunOptions
     from bulkpatch.records.ledger import RowResult, Status
     from bulkpatch.records.results import RunResult, RunStatus

@@ -12,6 +12,7 @@ Everything raised on purpose derives from one root::
     │   ├── ApiUnreachable the API could not be reached for longer than --max-outage
     │   └── WrongTarget    the first rows sent all failed alike (wrong --base-url or --path?)
     ├── TransportError     one HTTP attempt failed below HTTP (connect, timeout, dropped)
+    ├── LoopRunning        a blocking call (``run``, ``plan``…) made inside a running event loop
     └── WorkerError        a worker process (--processes) could not start or died
 
 A run that stops early leaves the rows it did not finish unrecorded: the same command, once the
@@ -72,6 +73,11 @@ class TransportError(BulkPatchError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class LoopRunning(BulkPatchError, RuntimeError):
+    """``bulkpatch.run()`` (or ``plan``, ``verify``, ``export``) was called where an event loop
+    runs already; await its ``_async`` twin there. Also a ``RuntimeError``, as asyncio's is."""
 
 
 class WorkerError(BulkPatchError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -19,6 +20,8 @@ from bulkpatch.rows.schema import Schema
 MAX_SHARDS = 256
 _METHODS = frozenset({"PATCH", "PUT", "POST", "DELETE", "GET"})
 _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+#: what ``headers=`` takes: a mapping, or ``'Name: value'`` strings, or ``(name, value)`` pairs
+Headers = Mapping[str, str] | Iterable[str | tuple[str, str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +153,7 @@ class RunOptions:
 
     def _coerce(self) -> None:
         """Accept the library's plain spellings: ``retry_failed=True`` or ``"transient"``,
-        ``schema="any"``, ``shard="2/4"``, as the command line does."""
+        ``schema="any"``, ``shard="2/4"``, ``headers=["Name: value"]``, as the command line does."""
         retry = self.retry_failed
         if isinstance(retry, bool):
             retry = RetryFailed.ALL if retry else RetryFailed.NONE
@@ -161,6 +164,7 @@ class RunOptions:
             raise ConfigError(str(exc)) from None
         if isinstance(self.shard, str):
             object.__setattr__(self, "shard", parse_shard(self.shard, dict(os.environ)))
+        object.__setattr__(self, "headers", parse_headers(self.headers))
 
     @property
     def ledger_path(self) -> str:
@@ -273,6 +277,30 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def parse_headers(headers: Headers) -> dict[str, str]:
+    """``headers=`` as a dict, from a mapping, ``'Name: value'`` strings or ``(name, value)`` pairs."""
+    if isinstance(headers, Mapping):
+        pairs: Iterable[object] = headers.items()
+    elif isinstance(headers, (str, bytes)) or not isinstance(headers, Iterable):
+        raise ConfigError(_HEADERS_TAKE + f", not {type(headers).__name__}")
+    else:
+        pairs = headers
+    parsed: dict[str, str] = {}
+    for item in pairs:
+        if isinstance(item, str):
+            name, value = parse_header(item)
+        elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            name, value = parse_header(f"{item[0]}: {item[1]}")
+        else:
+            # The item may hold a secret: name its type, never its value.
+            raise ConfigError(_HEADERS_TAKE + f"; one item is a {type(item).__name__}")
+        parsed[name] = value
+    return parsed
+
+
+_HEADERS_TAKE = "headers= takes a mapping, 'Name: value' strings or (name, value) pairs of strings"
 
 
 def _is_text(value: str) -> bool:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import API, NamesApi, ledger_rows, write
 
 import bulkpatch
+import bulkpatch.options
 from bulkpatch.engine.run import Run
-from bulkpatch.errors import ConfigError
+from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.mock import MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
@@ -172,3 +176,128 @@ def test_a_shard_index_comes_from_the_indexed_job(monkeypatch: pytest.MonkeyPatc
         parse_shard("4", {})
     with pytest.raises(ConfigError, match="0 <= K < N"):
         RunOptions(input="x.csv", base_url=BASE, shard=(4, 4))
+
+
+def test_run_inside_a_running_loop_says_to_await_run_async() -> None:
+    """Issue 18: asyncio's bare RuntimeError and a "coroutine was never awaited" warning."""
+
+    async def inside() -> None:
+        with pytest.raises(bulkpatch.LoopRunning, match=r"await bulkpatch\.run_async\(\)"):
+            bulkpatch.run([{"workload_id": "w1", "name": "a"}], base_url=BASE, ledger=os.devnull)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(inside())
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    assert issubclass(bulkpatch.LoopRunning, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Tenant": "t1"},
+        ["X-Tenant: t1"],
+        [("X-Tenant", "t1")],
+        (h for h in ["X-Tenant:t1"]),
+    ],
+)
+def test_headers_take_a_mapping_lines_or_pairs(headers: bulkpatch.options.Headers) -> None:
+    """Issue 18: headers=[...] raised AttributeError."""
+    transport = MockTransport(ok)
+    bulkpatch.run(
+        [{"workload_id": "w1", "name": "a"}],
+        base_url=BASE,
+        ledger=os.devnull,
+        headers=headers,
+        transport=transport,
+    )
+    assert transport.requests[0].headers["X-Tenant"] == "t1"
+
+
+@pytest.mark.parametrize("headers", ["X-Tenant: t1", [("X-Tenant", 1)], [("a", "b", "c")], [b"X: y"], 7])
+def test_other_headers_are_refused_with_a_config_error(headers: object) -> None:
+    with pytest.raises(ConfigError, match="headers= takes a mapping"):
+        bulkpatch.run([{"workload_id": "w1", "name": "a"}], base_url=BASE, ledger=os.devnull, headers=headers)  # type: ignore[arg-type]
+
+
+async def test_cancelling_run_async_leaves_no_task_or_unretrieved_error_behind() -> None:
+    """Issue 18: cancelling printed '_GatheringFuture exception was never retrieved'."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: SentRequest) -> Response:
+        started.set()
+        await never.wait()
+        return Response(204)
+
+    rows = [{"workload_id": f"w{i}", "name": "a"} for i in range(5)]
+    task = asyncio.create_task(
+        bulkpatch.run_async(
+            rows, base_url=BASE, ledger=os.devnull, transport=MockTransport(hang), concurrency=2
+        )
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    del task
+    gc.collect()
+    assert reported == []
+
+
+def test_run_takes_the_options_as_named_keywords_with_runoptions_defaults() -> None:
+    import dataclasses
+    import inspect
+
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(RunOptions) if f.default is not dataclasses.MISSING
+    }
+    params = inspect.signature(bulkpatch.run).parameters
+    assert inspect.signature(bulkpatch.run) == inspect.signature(bulkpatch.run_async)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name, param in params.items():
+        if name in defaults and name != "headers":
+            assert param.default == defaults[name], name
+    missing = set(defaults) - set(params) - {"dry_run", "input"}
+    assert not missing, f"RunOptions fields run() does not take: {missing}"
+
+
+def test_run_takes_a_runoptions_but_not_together_with_keywords(tmp_path: Path) -> None:
+    options = RunOptions(input="ignored", base_url=BASE, ledger=os.devnull, concurrency=2)
+    transport = MockTransport(ok)
+    summary = bulkpatch.run([{"workload_id": "w1", "name": "a"}], options=options, transport=transport)
+    assert summary.exit_code == 0 and len(transport.requests) == 1
+    with pytest.raises(ConfigError, match=r"not both \(concurrency\)"):
+        bulkpatch.run([{"workload_id": "w1", "name": "a"}], options=options, concurrency=4)
+
+
+async def test_rows_from_an_iterable_that_breaks_off_are_still_sent(tmp_path: Path) -> None:
+    def rows() -> Iterator[dict[str, str]]:
+        for i in range(10):
+            yield {"workload_id": f"w{i}", "name": "x"}
+        raise RuntimeError("the database cursor died")
+
+    api = NamesApi()
+    ledger = tmp_path / "rows.ledger.jsonl"
+    with pytest.raises(InputError):
+        await bulkpatch.run_async(rows(), base_url=API, ledger=str(ledger), transport=MockTransport(api))
+    assert len(api.names) == 10 and len(ledger_rows(ledger)) == 10
+
+
+async def test_the_runs_headers_reach_a_transport_of_the_callers(tmp_path: Path) -> None:
+    transport = MockTransport(lambda request: Response(204))
+    await bulkpatch.run_async(
+        [{"workload_id": "w1", "name": "a"}],
+        base_url=API,
+        ledger=os.devnull,
+        transport=transport,
+        headers={"X-Tenant": "t1"},
+        token="tok-123",
+    )
+    sent: SentRequest = transport.requests[0]
+    assert sent.headers["X-Tenant"] == "t1" and sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["Authorization"] == "Bearer tok-123"

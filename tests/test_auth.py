@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from bulkpatch.errors import AuthError
 from bulkpatch.http.auth import BearerToken, ClientCredentials, token_url_for
 from bulkpatch.http.transport import AiohttpTransport
 from bulkpatch.mock import MockConfig, MockServer
+from bulkpatch.mock import app as mock_app
 
 
 async def test_one_token_for_many_concurrent_callers() -> None:
@@ -60,7 +62,9 @@ def test_bearer_token_is_hidden_in_repr() -> None:
 
 
 @pytest.mark.slow
-async def test_a_run_outlives_several_token_lifetimes(tmp_path: Path) -> None:
+async def test_a_run_outlives_several_token_lifetimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bulkpatch.engine.run import Run
     from bulkpatch.mock.store import sample_workloads
     from bulkpatch.options import RunOptions
@@ -71,17 +75,25 @@ async def test_a_run_outlives_several_token_lifetimes(tmp_path: Path) -> None:
     source.write_text(
         "workload_id,name\n" + "".join(f"{w['id']},n{i}\n" for i, w in enumerate(sample_workloads(rows)))
     )
-    config = MockConfig(
-        client_id="cid", client_secret="s3cret-77", token_lifetime=2.0, latency_ms=40, workloads=rows
-    )
+    started = time.time()
+    now = [started]
+
+    def clock() -> float:
+        now[0] += 0.025  # each look at the token's clock is 25 ms of the run: lifetimes pass in no time
+        return now[0]
+
+    # The run builds its ClientCredentials itself: give every one the fake clock it takes; the
+    # mock issues and expires tokens by the same clock.
+    monkeypatch.setitem(ClientCredentials.__init__.__kwdefaults__, "clock", clock)  # type: ignore[arg-type]
+    monkeypatch.setattr(mock_app, "time", SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic))
+    config = MockConfig(client_id="cid", client_secret="s3cret-77", token_lifetime=2.0, workloads=rows)
     events: list[str] = []
     async with MockServer(config) as server:
         options = RunOptions(
             input=str(source), base_url=server.url, concurrency=3, client_id="cid", client_secret="s3cret-77"
         )
-        started = time.monotonic()
         result = await Run(options, events=lambda e, f: events.append(e)).execute()
-        elapsed = time.monotonic() - started
+        elapsed = now[0] - started
         counters = server.api.counters
     assert elapsed > 3 * 2.0  # several token lifetimes
     assert result.state[Status.OK] == rows

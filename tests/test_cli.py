@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from fakes import ThreadedMock, write
+from helpers import ThreadedMock, write
 
 from bulkpatch.cli.main import cli
 from bulkpatch.mock import MockConfig
@@ -225,6 +225,7 @@ def test_stdin_input_needs_a_ledger_and_then_runs(tmp_path: Path, mock: Threaded
     assert all(mock.api.store.get(wid)["name"] == "from-stdin" for wid in ids(5))  # type: ignore[index]
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_command_line_starts_without_the_engine() -> None:
     """Issue 14: --help and --version took 1.2 s importing aiohttp and pydantic they do not use."""
     import subprocess

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
-from fakes import write
+from helpers import write
 
 from bulkpatch.cli.config import load
 from bulkpatch.cli.main import cli

@@ -6,16 +6,14 @@ PATCH per workload, so duplicates are measured at the server.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import ThreadedMock, write
+from helpers import ThreadedMock, spawn_run, write
 
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
@@ -29,14 +27,7 @@ CONCURRENCY = 32
 
 
 def start(source: Path, mock: ThreadedMock, processes: int = 1) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    command = [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", mock.url]
-    return subprocess.Popen(
-        [*command, "--concurrency", str(CONCURRENCY), "--processes", str(processes), "--no-progress"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return spawn_run(source, mock.url, "--concurrency", str(CONCURRENCY), "--processes", str(processes))
 
 
 def wait_until(condition: object, timeout: float = 60.0) -> None:

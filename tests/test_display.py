@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, write
+from helpers import FakeClock, write
 from rich.console import Console
 
 from bulkpatch.cli.display import Progress, count_rows, print_report, print_summary
@@ -306,3 +306,40 @@ def test_every_error_kind_is_reachable_and_each_has_an_example_row() -> None:
     report = out.getvalue()
     assert "more kind" not in report and report.count("(e.g. ") == 8
     assert "missing workload_id  (e.g. row 12)" in report  # a row without a key has its number
+
+
+def summary(result: RunResult) -> str:
+    out = io.StringIO()
+    print_summary(Console(file=out, width=300), result, command=["bulkpatch", "run", "a.csv"])
+    return out.getvalue()
+
+
+def test_the_retry_hint_comes_only_for_failures_that_may_pass() -> None:
+    tally = Tally()
+    tally.add(RowResult(1, 2, "w1", Status.FAILED, 404, 1, "HTTP 404", 1.0))
+    state = dict.fromkeys(Status, 0) | {Status.FAILED: 1}
+    final = RunResult(tally, state, 0, 1.0, False, "a.csv.ledger.jsonl", input="a.csv", requests=1)
+    assert "retry failed rows" not in summary(final)
+    transient = RunResult(
+        tally, state, 0, 1.0, False, "a.csv.ledger.jsonl", input="a.csv", requests=1, transient_failed=1
+    )
+    assert "retry failed rows" in summary(transient)
+
+
+def test_requests_for_rows_left_unrecorded_are_not_called_resent() -> None:
+    state = dict.fromkeys(Status, 0)
+    result = RunResult(Tally(), state, 0, 1.0, False, "a.csv.ledger.jsonl", input="a.csv", requests=16)
+    text = summary(result)
+    assert "0 resent, 16 for rows left unrecorded" in text
+
+
+async def test_a_short_run_still_logs_its_start_and_end_lines() -> None:
+    sink = io.StringIO()
+    status = RunStatus(input="-", format="csv", ready=True)
+    progress = Progress(lambda: status, Console(file=sink), live=False, sleep=lambda s: asyncio.sleep(3600))
+    watcher = asyncio.ensure_future(progress.watch())
+    await asyncio.sleep(0)
+    watcher.cancel()  # the run ended before the first line was due
+    with pytest.raises(asyncio.CancelledError):
+        await watcher
+    assert [line.split()[2] for line in sink.getvalue().splitlines()] == ["start", "end"]

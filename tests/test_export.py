@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 from click.testing import CliRunner
-from fakes import ThreadedMock
+from helpers import ThreadedMock
 
 import bulkpatch
 from bulkpatch.cli.main import _Group
@@ -164,9 +164,9 @@ def test_filters_and_include_flags_reach_the_query() -> None:
         seen.append(request.url)
         return Response(200, body=b'{"items": [], "paging": {"cursors": {}}}')
 
-    from bulkpatch.cli.operations import _filters
+    from bulkpatch.ops.live import list_filters
 
-    filters = _filters(("t1", "t2"), "tenant-9", ("w1",), "2026-01-31T00:00:00Z")
+    filters = list_filters(("t1", "t2"), "tenant-9", ("w1",), "2026-01-31T00:00:00Z")
     _export_with(MockTransport(answer), Format.CSV, filters=filters, columns=["name", "attributes.site"])
     query = parse_qs(urlsplit(seen[0]).query)
     assert query["type"] == ["or(t1,t2)"] and query["tenant_id"] == ["tenant-9"]

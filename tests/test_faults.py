@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from fakes import write
+from helpers import write
 
 from bulkpatch.cli.main import cli
 from bulkpatch.records.report import summarise

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from fakes import write
+from helpers import fleet_csv
 from virtual_time import VirtualClock
 
 from bulkpatch.engine.pacing import Pacer
@@ -21,7 +21,6 @@ from bulkpatch.engine.sender import Sender
 from bulkpatch.errors import TransportError
 from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig, MockServer
-from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import Status
 from bulkpatch.rows.mapping import Request
@@ -160,11 +159,6 @@ async def test_per_row_faults_cost_no_more_than_a_plain_retrying_script() -> Non
     assert statuses.count(Status.OK) == sum(not w.startswith("404") for w in ids)
     assert wall <= 1.1 * plain_wall
     assert sum(server.seen.values()) <= 1.05 * sum(plain.seen.values())
-
-
-def fleet_csv(tmp_path: Path, n: int) -> Path:
-    rows = "".join(f"{w['id']},name-{i}\n" for i, w in enumerate(sample_workloads(n)))
-    return write(tmp_path / "fleet.csv", "workload_id,name\n" + rows)
 
 
 @pytest.mark.slow

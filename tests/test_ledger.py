@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+from helpers import (
+    API,
+    NamesApi,
+    write,
+)
 
+from bulkpatch.engine.run import Run
+from bulkpatch.errors import ConfigError
+from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
 from bulkpatch.records.resume import LedgerIndex
+from bulkpatch.testing import MockTransport
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -80,7 +91,6 @@ def test_torn_last_line_is_skipped_and_fenced_off(tmp_path: Path) -> None:
 
 
 async def test_records_reach_the_file_within_one_loop_turn(tmp_path: Path) -> None:
-    import asyncio
 
     path = tmp_path / "l.jsonl"
     writer = LedgerWriter(path)
@@ -115,3 +125,16 @@ def test_a_new_ledger_is_private_to_its_owner(tmp_path: Path) -> None:
     writer = LedgerWriter(tmp_path / "l.jsonl")
     writer.close()
     assert (tmp_path / "l.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+async def test_another_inputs_ledger_is_not_rotated_away(tmp_path: Path) -> None:
+    first = write(tmp_path / "a.csv", "workload_id,name\nw1,a\nw2,b\n")
+    other = write(tmp_path / "b.csv", "workload_id,name\nx1,a\n")
+    api = NamesApi()
+    await Run(RunOptions(input=str(first), base_url=API), transport=MockTransport(api)).execute()
+    typo = RunOptions(input=str(other), base_url=API, ledger=f"{first}.ledger.jsonl")
+    with contextlib.suppress(ConfigError):  # refusing it is what a careful user expects
+        await Run(typo, transport=MockTransport(api)).execute()
+    sent = len(api.sent)
+    await Run(RunOptions(input=str(first), base_url=API), transport=MockTransport(api)).execute()
+    assert api.sent[sent:] == []  # today: w1 and w2 are sent again

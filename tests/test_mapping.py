@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import unquote
 
 import orjson
 import pytest
+from helpers import ledger_rows, ok, run_on_fake_clock, run_options, write
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +14,7 @@ from bulkpatch.errors import ConfigError
 from bulkpatch.rows.mapping import Mapper, PathTemplate, Rejected, Request, encode_segment
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import Schema
+from bulkpatch.testing import MockTransport
 
 HEADER = ["workload_id", "name", "attributes.hostname", "attributes.site", "enabled", "allowed_actions"]
 
@@ -278,3 +281,24 @@ def test_failed_out_object_is_not_sent_from_jsonl() -> None:
     note = {"status": "failed", "http_status": 404, "error": "HTTP 404", "row": 7}
     mapped = mapper.map(rec({"workload_id": "w1", "name": "n", "_bulkpatch": note}))
     assert body_of(mapped) == {"name": "n"}
+
+
+async def test_only_strings_and_exact_integers_name_a_workload(tmp_path: Path) -> None:
+    lines = [
+        '{"workload_id": 123456789012345678901234567890, "name": "a"}',
+        '{"workload_id": true, "name": "a"}',
+        '{"workload_id": 1e2, "name": "a"}',
+        '{"workload_id": "\\t", "name": "a"}',
+        '{"workload_id": " ", "name": "a"}',
+        '{"workload_id": ["x"], "name": "a"}',
+        '{"workload_id": 42, "name": "a"}',
+        '{"workload_id": "w-1", "name": "a"}',
+    ]
+    source = write(tmp_path / "in.jsonl", "\n".join(lines) + "\n")
+    transport = MockTransport(ok)
+    result = await run_on_fake_clock(run_options(source), transport)
+    assert [c.url.rsplit("/", 1)[1] for c in transport.requests] == ["42", "w-1"]
+    reasons = [r["error"] for r in ledger_rows(f"{source}.ledger.jsonl") if r["status"] == "invalid"]
+    assert len(reasons) == 6 and result.exit_code == 1
+    assert "not a string or an exact integer" in str(reasons[0])
+    assert "a boolean" in str(reasons[1]) and "blank" in str(reasons[3])

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, FakeTransport, ThreadedMock, write
+from helpers import API, FakeClock, NamesApi, ThreadedMock, write
+from helpers import spawn_run as _run
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError, LedgerError
@@ -25,6 +23,7 @@ from bulkpatch.records.memory import Memory
 from bulkpatch.records.memory_view import describe
 from bulkpatch.records.results import RunResult
 from bulkpatch.records.target import Target
+from bulkpatch.testing import MockTransport, SentRequest
 
 BASE = "http://api.test"
 
@@ -39,24 +38,22 @@ class Api:
     def __init__(self) -> None:
         self.store: dict[str, str] = {}
         self.refuse: set[str] = set()
-        self.transport = FakeTransport(self.handle)
+        self.transport = MockTransport(self.handle)
 
-    def handle(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
-    ) -> Response:
-        key = url.rsplit("/", 1)[1]
+    def handle(self, request: SentRequest) -> Response:
+        key = request.url.rsplit("/", 1)[1]
         if key in self.refuse:
             return Response(500, None, b"")
-        self.store[key] = orjson.loads(body or b"{}")["name"]
+        self.store[key] = orjson.loads(request.body or b"{}")["name"]
         return Response(204, None, b"")
 
     @property
     def sent(self) -> list[str]:
-        return [c.url.rsplit("/", 1)[1] for c in self.transport.calls]
+        return [c.url.rsplit("/", 1)[1] for c in self.transport.requests]
 
 
 async def night(api: Api, source: Path, state: Path, **kw: object) -> RunResult:
-    api.transport.calls.clear()
+    api.transport.requests.clear()
     opts = RunOptions(
         **{"input": str(source), "base_url": BASE, "state": str(state), "max_attempts": 1, **kw}
     )  # type: ignore[arg-type]
@@ -175,7 +172,7 @@ async def test_a_row_changed_past_the_first_mib_is_sent_not_skipped(tmp_path: Pa
         names[f"w{i:06d}"] = f"NAME-{i:06d}-" + "y" * 40  # same length
     inventory(source, names)
     assert source.stat().st_size == size
-    api.transport.calls.clear()
+    api.transport.requests.clear()
     result = await Run(opts, transport=api.transport).execute()
     assert len(api.sent) == 50 and result.exit_code == 0 and result.changed == 50
     assert result.archived_ledger is not None and result.tally.by_status[Status.UNCHANGED] == 29_950
@@ -190,7 +187,7 @@ async def test_different_stdin_content_against_an_old_ledger_is_sent(tmp_path: P
     async def piped(names: dict[str, str]) -> RunResult:
         opts = RunOptions(input="-", format="csv", base_url=BASE, ledger=str(ledger))
         rows = [{"workload_id": k, "name": v} for k, v in names.items()]
-        api.transport.calls.clear()
+        api.transport.requests.clear()
         return await Run(opts, transport=api.transport, rows=rows).execute()
 
     await piped({f"w{i}": "a" for i in range(300)})
@@ -202,16 +199,6 @@ async def test_different_stdin_content_against_an_old_ledger_is_sent(tmp_path: P
 
 
 # --- processes: one writer, kill -9 with a state ------------------------------------------------
-
-
-def _run(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPATCH_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", url, "--no-progress", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def _wait_for_rows(ledger: Path, proc: subprocess.Popen[bytes], at_least: int) -> None:
@@ -374,3 +361,64 @@ async def test_a_memory_that_cannot_be_written_stops_the_run_with_the_ledger_clo
     assert 0 < len(rows) < 2000 and len(api.sent) >= len(rows)  # closed, readable, no row claimed unsent
     again = await night(api, source, tmp_path / "s.db")  # the disk has room again: the rest goes out
     assert again.exit_code == 0 and set(api.store) == {f"w{i}" for i in range(2000)}
+
+
+# --- edges: files that are not ours, busy memories, what counts as failing -----------------------
+
+
+async def test_state_refuses_an_sqlite_database_that_is_not_a_state(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    other = tmp_path / "app.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (id INTEGER, email TEXT)")
+    db.commit()
+    db.close()
+    api = NamesApi()
+    with pytest.raises(ConfigError):
+        await Run(
+            RunOptions(input=str(source), base_url=API, state=str(other)), transport=MockTransport(api)
+        ).execute()
+    db = sqlite3.connect(other)
+    tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    db.close()
+    assert tables == ["users"] and api.sent == []
+
+
+async def test_a_run_refused_for_a_busy_state_does_not_rotate_the_ledger(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\n")
+    state = str(tmp_path / "sync.db")
+    api = NamesApi()
+    await Run(
+        RunOptions(input=str(source), base_url=API, state=state), transport=MockTransport(api)
+    ).execute()
+    write(source, "workload_id,name\nw1,a\nw2,b\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    holder = Memory(state, Target("PATCH", API, "/other/{id}", {}), input_name="elsewhere.csv")
+    try:
+        with pytest.raises(ConfigError):
+            await Run(
+                RunOptions(input=str(source), base_url=API, state=state), transport=MockTransport(api)
+            ).execute()
+    finally:
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+async def test_a_key_whose_last_row_succeeded_is_not_listed_failing(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,bad\nw1,good\n")
+    state = str(tmp_path / "sync.db")
+    api = NamesApi(refuse={"bad": 422})
+    await Run(
+        RunOptions(input=str(source), base_url=API, state=state), transport=MockTransport(api)
+    ).execute()
+    assert api.names == {"w1": "good"}
+    assert describe(state)["failing"] == []
+
+
+async def test_the_state_counts_the_rows_sent(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\n")
+    opts = RunOptions(input=str(source), base_url=API, state=str(tmp_path / "s.db"))
+    await Run(opts, transport=MockTransport(lambda _: Response(204))).execute()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT sent, requests, ok FROM runs").fetchall() == [(2, 2, 2)]
+    db.close()

@@ -301,6 +301,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_until_stopped_saves_the_store_on_sigterm_and_sigint(
     tmp_path: Path, signum: signal.Signals

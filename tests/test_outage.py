@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
-from fakes import FakeClock
+from helpers import FakeClock, ledger_rows, run_on_fake_clock, run_options, write
 
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.run import Run
 from bulkpatch.engine.stopping import StopToken
-from bulkpatch.errors import ApiUnreachable
+from bulkpatch.errors import ApiUnreachable, TransportError
+from bulkpatch.http.transport import Response
+from bulkpatch.testing import MockTransport, SentRequest
 
 
 def test_an_outage_is_a_run_of_failures_and_any_answer_ends_it() -> None:
@@ -55,3 +59,43 @@ async def test_a_pause_cut_short_by_stop_does_not_spin() -> None:
     token.stop()
     await asyncio.wait_for(pacer.acquire(), 5)
     assert len(sleeps) <= 1
+
+
+async def test_an_api_down_for_a_while_fails_no_row(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(200)))
+    clock = FakeClock()
+    down = {"until": 0.0}
+    calls = 0
+
+    def handler(request: SentRequest) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 60:
+            down["until"] = clock.now + 20.0  # the API goes away for 20 s (fake) mid-run
+        if clock.now < down["until"]:
+            raise TransportError("connect", "cannot connect: Connection refused")
+        return Response(204, None, b"")
+
+    events: list[str] = []
+    r = Run(
+        run_options(source, concurrency=8, max_attempts=3),
+        transport=MockTransport(handler),
+        sleep=clock.sleep,
+        clock=clock,
+        events=lambda e, f: events.append(e),
+    )
+    result = await r.execute()
+    assert result.tally.by_status["ok"] == 200 and result.exit_code == 0
+    assert "outage_started" in events and "outage_ended" in events
+
+
+async def test_an_api_that_stays_down_stops_the_run_with_rows_unrecorded(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\n" + "".join(f"w{i},a\n" for i in range(100)))
+
+    def handler(request: SentRequest) -> Response:
+        raise TransportError("connect", "cannot connect: Connection refused")
+
+    with pytest.raises(ApiUnreachable, match="API unreachable since"):
+        await run_on_fake_clock(run_options(source, concurrency=8, max_outage=60), MockTransport(handler))
+    failed = [r for r in ledger_rows(f"{source}.ledger.jsonl") if r["status"] == "failed"]
+    assert failed == []

@@ -6,7 +6,7 @@ import asyncio
 import random
 
 import pytest
-from fakes import FakeClock
+from helpers import FakeClock
 from virtual_time import VirtualClock
 
 from bulkpatch.engine.meters import ConcurrencyLimit, RateLimiter

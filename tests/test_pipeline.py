@@ -2,20 +2,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 import pytest
-from fakes import FakeClock, FakeTransport, ok, write
+from helpers import FakeClock, ok, write
 
 from bulkpatch.engine.preview import dry_run
 from bulkpatch.engine.run import Run
-from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError, TransportError
+from bulkpatch.errors import AuthError, ConfigError, InputError, LedgerError
 from bulkpatch.http.transport import Response
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import Status, iter_records
 from bulkpatch.records.resume import LedgerIndex
+from bulkpatch.testing import MockTransport, SentRequest
 
 BASE = "http://api.test"
 
@@ -33,21 +33,21 @@ def row_records(path: Path) -> list[dict[str, object]]:
     return [r for r in iter_records(f"{path}.ledger.jsonl") if r["type"] == "row"]
 
 
-async def run(opts: RunOptions, transport: FakeTransport, **kw: object) -> object:
+async def run(opts: RunOptions, transport: MockTransport, **kw: object) -> object:
     return await Run(opts, transport=transport, sleep=FakeClock().sleep, **kw).execute()  # type: ignore[arg-type]
 
 
 async def test_every_row_is_sent_once_and_recorded(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 500)
-    transport = FakeTransport(ok)
+    transport = MockTransport(ok)
     result = await Run(options(path, concurrency=8), transport=transport).execute()
     assert result.exit_code == 0
     assert result.tally.by_status[Status.OK] == 500
-    assert len(transport.calls) == 500
-    assert sorted(c.url for c in transport.calls) == sorted(
+    assert len(transport.requests) == 500
+    assert sorted(c.url for c in transport.requests) == sorted(
         f"{BASE}/api/workload_management/v5/workloads/w{i}" for i in range(1, 501)
     )
-    bodies = {orjson.loads(c.body or b"")["name"] for c in transport.calls}
+    bodies = {orjson.loads(c.body or b"")["name"] for c in transport.requests}
     assert bodies == {f"name-{i}" for i in range(1, 501)}
     records = row_records(path)
     assert sorted(int(r["row"]) for r in records) == list(range(1, 501))  # type: ignore[call-overload]
@@ -57,18 +57,16 @@ async def test_every_row_is_sent_once_and_recorded(tmp_path: Path) -> None:
 
 async def test_rerun_sends_nothing(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 50)
-    await Run(options(path), transport=FakeTransport(ok)).execute()
-    again = FakeTransport(ok)
+    await Run(options(path), transport=MockTransport(ok)).execute()
+    again = MockTransport(ok)
     result = await Run(options(path), transport=again).execute()
-    assert again.calls == []
+    assert again.requests == []
     assert result.already_done == 50
     assert result.exit_code == 0
 
 
-def flaky(
-    method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
-) -> Response | TransportError:
-    wid = url.rsplit("/", 1)[1]
+def flaky(request: SentRequest) -> Response:
+    wid = request.url.rsplit("/", 1)[1]
     n = int(wid[1:])
     if n % 10 == 0:
         return Response(404, None, b'{"error": {"code": "NotFound", "message": "no such workload"}}')
@@ -77,7 +75,7 @@ def flaky(
 
 async def test_bad_rows_are_invalid_failed_rows_failed_and_the_run_goes_on(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 30, extra=",no id\nw99,a,extra\nw98,\n")
-    transport = FakeTransport(flaky)
+    transport = MockTransport(flaky)
     result = await run(options(path), transport)
     assert result.exit_code == 1  # type: ignore[attr-defined]
     by_row = {int(r["row"]): r for r in row_records(path)}  # type: ignore[call-overload]
@@ -97,18 +95,18 @@ async def test_bad_rows_are_invalid_failed_rows_failed_and_the_run_goes_on(tmp_p
         "invalid": 2,
         "skipped": 1,
     }
-    assert len(transport.calls) == 30
+    assert len(transport.requests) == 30
 
 
 async def test_retry_failed_resends_only_failed_rows(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 30, extra=",no id\n")
-    await run(options(path), FakeTransport(flaky))
-    plain = FakeTransport(ok)
+    await run(options(path), MockTransport(flaky))
+    plain = MockTransport(ok)
     await run(options(path), plain)
-    assert plain.calls == []
-    retry = FakeTransport(ok)
+    assert plain.requests == []
+    retry = MockTransport(ok)
     result = await run(options(path, retry_failed=True), retry)
-    assert sorted(c.url.rsplit("/", 1)[1] for c in retry.calls) == ["w10", "w20", "w30"]
+    assert sorted(c.url.rsplit("/", 1)[1] for c in retry.requests) == ["w10", "w20", "w30"]
     assert result.state[Status.FAILED] == 0  # type: ignore[attr-defined]
     assert result.exit_code == 1  # type: ignore[attr-defined]  # the invalid row still needs fixing
 
@@ -118,12 +116,12 @@ async def test_input_is_streamed_not_read_ahead(tmp_path: Path) -> None:
     lead: list[int] = []
     holder: list[Run] = []
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         r = holder[0]
         lead.append(r.status().rows_read - r.tally.total)
         return Response(204, None, b"")
 
-    r = Run(options(path, concurrency=16), transport=FakeTransport(handler))
+    r = Run(options(path, concurrency=16), transport=MockTransport(handler))
     holder.append(r)
     await r.execute()
     # Rows read but not finished never exceed the rows in flight and one batch read ahead.
@@ -137,18 +135,18 @@ async def test_stop_interrupts_and_a_rerun_finishes_the_job(tmp_path: Path) -> N
     holder: list[Run] = []
     sent = Counter[str]()
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        sent[url] += 1
+    def handler(request: SentRequest) -> Response:
+        sent[request.url] += 1
         if sum(sent.values()) == 100:
             holder[0].stop()
         return Response(204, None, b"")
 
-    first = Run(options(path, concurrency=8), transport=FakeTransport(handler))
+    first = Run(options(path, concurrency=8), transport=MockTransport(handler))
     holder.append(first)
     result = await first.execute()
     assert result.interrupted and result.exit_code == 130
     assert 100 <= result.tally.total <= 100 + 8
-    second = await Run(options(path, concurrency=8), transport=FakeTransport(handler)).execute()
+    second = await Run(options(path, concurrency=8), transport=MockTransport(handler)).execute()
     assert second.exit_code == 0
     assert len(sent) == 400 and max(sent.values()) == 1
     assert LedgerIndex.load(f"{path}.ledger.jsonl").counts()[Status.OK] == 400
@@ -158,11 +156,11 @@ async def test_stop_cuts_retry_waits_short_and_leaves_the_row_unrecorded(tmp_pat
     path = csv_input(tmp_path, 1)
     holder: list[Run] = []
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         asyncio.get_running_loop().call_soon(holder[0].stop)
         return Response(503, "120", b"")
 
-    r = Run(options(path), transport=FakeTransport(handler))
+    r = Run(options(path), transport=MockTransport(handler))
     holder.append(r)
     result = await asyncio.wait_for(r.execute(), 5)
     assert result.interrupted
@@ -172,37 +170,37 @@ async def test_stop_cuts_retry_waits_short_and_leaves_the_row_unrecorded(tmp_pat
 async def test_a_ledger_vouches_only_for_the_requests_it_answered(tmp_path: Path) -> None:
     """The same rows against another --path or --base-url are other requests: all are sent."""
     path = csv_input(tmp_path, 5)
-    await run(options(path), FakeTransport(ok))
-    moved = FakeTransport(ok)
+    await run(options(path), MockTransport(ok))
+    moved = MockTransport(ok)
     result = await run(options(path, path="/other/{workload_id}"), moved)
     # Another path template is another target: the memory knows nothing of it (nothing "changed").
-    assert len(moved.calls) == 5 and result.changed == 0 and result.already_done == 0
-    elsewhere = FakeTransport(ok)
+    assert len(moved.requests) == 5 and result.changed == 0 and result.already_done == 0
+    elsewhere = MockTransport(ok)
     await run(options(path, base_url="https://staging.example"), elsewhere)
-    assert len(elsewhere.calls) == 5
-    same = FakeTransport(ok)
+    assert len(elsewhere.requests) == 5
+    same = MockTransport(ok)
     await run(options(path, base_url="https://staging.example"), same)
-    assert same.calls == []
+    assert same.requests == []
 
 
 async def test_jsonl_template_field_missing_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", '{"id": "1", "name": "x"}\n')
-    transport = FakeTransport(ok)
+    transport = MockTransport(ok)
     with pytest.raises(ConfigError, match="no field 'workload_id'"):
         await run(options(path), transport)
-    assert transport.calls == []
+    assert transport.requests == []
 
 
 async def test_token_endpoint_failure_stops_before_any_row(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 5)
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
-        return Response(401 if url.endswith("/idp/token") else 204, None, b"")
+    def handler(request: SentRequest) -> Response:
+        return Response(401 if request.url.endswith("/idp/token") else 204, None, b"")
 
-    transport = FakeTransport(handler)
+    transport = MockTransport(handler)
     with pytest.raises(AuthError, match="refused the client credentials"):
         await run(options(path, client_id="id", client_secret="s3cr3t"), transport)
-    assert [c.url for c in transport.calls] == [f"{BASE}/api/2/idp/token"]
+    assert [c.url for c in transport.requests] == [f"{BASE}/api/2/idp/token"]
     assert row_records(path) == []
 
 
@@ -217,10 +215,10 @@ def test_dry_run_sends_nothing_and_samples_requests(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 async def test_a_ledger_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 20)
-    transport = FakeTransport(ok)
+    transport = MockTransport(ok)
     with pytest.raises(LedgerError, match="No space left on device"):
         await run(options(path, ledger="/dev/full"), transport)
-    assert transport.calls == []
+    assert transport.requests == []
 
 
 async def test_a_truncated_input_records_what_it_read_then_fails(tmp_path: Path) -> None:
@@ -228,26 +226,26 @@ async def test_a_truncated_input_records_what_it_read_then_fails(tmp_path: Path)
 
     data = gzip.compress("".join(f'{{"workload_id": "w{i}", "name": "n"}}\n' for i in range(5000)).encode())
     path = write(tmp_path / "in.jsonl.gz", data[: len(data) * 2 // 3])
-    transport = FakeTransport(ok)
+    transport = MockTransport(ok)
     with pytest.raises(InputError, match="unreadable after row"):
         await run(options(path, concurrency=8), transport)
     recorded = row_records(path)
     # Every row read before the break was sent and recorded, none twice.
-    assert len(recorded) == len(transport.calls) > 0
+    assert len(recorded) == len(transport.requests) > 0
     assert len({r["row"] for r in recorded}) == len(recorded)
 
 
 async def test_limit_makes_a_canary_run_and_the_next_run_goes_on(tmp_path: Path) -> None:
     path = csv_input(tmp_path, 100)
-    canary = FakeTransport(ok)
+    canary = MockTransport(ok)
     first = await run(options(path, limit=10), canary)
     assert first.limited and first.exit_code == 0  # type: ignore[attr-defined]
-    assert len(canary.calls) == 10
-    rest = FakeTransport(ok)
+    assert len(canary.requests) == 10
+    rest = MockTransport(ok)
     second = await run(options(path), rest)
     assert not second.limited and second.already_done == 10  # type: ignore[attr-defined]
-    assert len(rest.calls) == 90
-    assert {c.url for c in canary.calls}.isdisjoint({c.url for c in rest.calls})
+    assert len(rest.requests) == 90
+    assert {c.url for c in canary.requests}.isdisjoint({c.url for c in rest.requests})
 
 
 def test_open_file_limit_is_raised_or_the_run_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from fakes import ThreadedMock
+from helpers import ThreadedMock
 
 import bulkpatch
 from bulkpatch.cli.main import _Group

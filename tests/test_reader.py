@@ -2,13 +2,19 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fakes import write
+from helpers import ThreadedMock, bulkpatch_cli, fleet_csv, ledger_rows, spawn, write
 
-from bulkpatch.errors import ConfigError, InputError
+from bulkpatch.errors import (
+    ConfigError,
+    InputError,
+)
+from bulkpatch.mock.store import sample_workloads
 from bulkpatch.rows.reader import Format, InputFile, detect_format
 
 
@@ -142,3 +148,43 @@ def test_keep_raw_returns_the_record_as_written(tmp_path: Path) -> None:
     path = write(tmp_path / "w.csv", 'id,name\n1,"a, b"\n')
     with InputFile(str(path), keep_raw=True) as source:
         assert [r.raw for r in source] == ['1,"a, b"']
+
+
+@pytest.mark.slow
+def test_rows_from_a_pipe_are_all_read(tmp_path: Path, api: ThreadedMock) -> None:
+    """Issue 9.1: `cat x.csv | bulkpatch run /dev/stdin` sent 262 of 3,000 rows, exit 0."""
+    source = fleet_csv(tmp_path, 300, "piped")
+    ledger = tmp_path / "x.jsonl"
+    with open(source, "rb") as stdin:
+        cat = subprocess.Popen(["cat"], stdin=stdin, stdout=subprocess.PIPE)
+        done = bulkpatch_cli(
+            "run",
+            "/dev/stdin",
+            "--format",
+            "csv",
+            "--ledger",
+            str(ledger),
+            "--base-url",
+            api.url,
+            stdin=cat.stdout,
+        )
+        cat.wait()
+        assert cat.stdout is not None
+        cat.stdout.close()
+    assert done.returncode == 0, done.stderr
+    assert len(ledger_rows(ledger)) == 300
+    assert api.api.store.get(list(sample_workloads(300))[-1]["id"])["name"] == "piped-299"  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_rows_from_a_named_fifo_are_all_read(tmp_path: Path, api: ThreadedMock) -> None:
+    source = fleet_csv(tmp_path, 120, "piped")
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    ledger = tmp_path / "x.jsonl"
+    reader = spawn("run", str(fifo), "--format", "csv", "--ledger", str(ledger), "--base-url", api.url)
+    with open(fifo, "wb") as f:  # blocks until the run opens the FIFO: once, not twice
+        f.write(source.read_bytes())
+    _, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert len(ledger_rows(ledger)) == 120

@@ -8,15 +8,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import API, NamesApi, write
 
 from bulkpatch.defaults import DEFAULT_PATH
+from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
+from bulkpatch.options import RunOptions
 from bulkpatch.records.chain import parse_row
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.report import exit_status, summarise, write_failed
 from bulkpatch.rows.mapping import Mapper, PathTemplate, Request
 from bulkpatch.rows.reader import Format, InputFile
+from bulkpatch.testing import MockTransport
 
 
 def ledger_for(source: Path, *results: RowResult | bytes, name: str | None = None) -> Path:
@@ -289,3 +292,21 @@ def test_a_fix_file_that_is_gone_ties_nothing(tmp_path: Path) -> None:
     fix = ledger_for(out, ok(1, "w1"))
     out.unlink()
     assert summarise(first, fix).by_status == {Status.OK: 1, Status.FAILED: 1}
+
+
+async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", "workload_id,name\nw1,a\nw2,b\nw3,c\n")
+    api = NamesApi(refuse={"b": 422})
+    await Run(RunOptions(input=str(source), base_url=API), transport=MockTransport(api)).execute()
+    ledger = f"{source}.ledger.jsonl"
+    write(source, "workload_id,name\nw0,z\nw1,a\nw2,b\nw3,c\n")  # tonight's export, one row more
+    fix = tmp_path / "fix.csv"
+    try:
+        write_failed(ledger, str(fix))
+    except ConfigError:
+        return  # refusing is fine too
+    assert "w2" in fix.read_text() and "w1" not in fix.read_text(), fix.read_text()
+    api.refuse.clear()
+    await Run(RunOptions(input=str(fix), base_url=API), transport=MockTransport(api)).execute()
+    tally = summarise(ledger, f"{fix}.ledger.jsonl")
+    assert api.names.get("w2") == "b" or tally.bad

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fakes import write
+from helpers import write
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.ledger import LedgerWriter, RowResult, Status
@@ -190,9 +190,13 @@ def test_an_empty_file_becomes_a_ledger(tmp_path: Path) -> None:
 def test_devices_are_written_but_never_read_or_locked(tmp_path: Path) -> None:
     data = write(tmp_path / "in.csv", "id,name\n1,a\n")
     first = open_ledger(os.devnull, binding(data))
-    second = open_ledger(os.devnull, binding(data))
-    first.close()
+    second = open_ledger(os.devnull, binding(data))  # not refused as "in use": never locked
+    assert len(first.index.codes) == len(second.index.codes) == 0  # nothing was read back
+    assert first.archived is None and second.archived is None
+    first.writer.write(RowResult(1, 2, "1", Status.OK, 204, 1, None, 0.0))
+    first.close()  # the record goes to the device without an error
     second.close()
+    assert first.writer.error is None
 
 
 def test_a_pipe_input_is_not_read_for_its_identity(tmp_path: Path) -> None:

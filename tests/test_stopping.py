@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import signal
+import time
 from pathlib import Path
 
-from fakes import FakeTransport, write
+import pytest
+from helpers import (
+    ThreadedMock,
+    fleet_csv,
+    ledger_rows,
+    spawn,
+    write,
+)
 
 from bulkpatch.engine.run import Run
 from bulkpatch.engine.stopping import StopToken
 from bulkpatch.http.transport import Response
+from bulkpatch.mock import MockConfig
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import iter_records
+from bulkpatch.testing import MockTransport, SentRequest
 
 
 async def test_a_sleep_is_cut_short_by_stop_whatever_sleep_was_injected() -> None:
@@ -42,13 +52,13 @@ async def test_stopping_during_a_retry_after_pause_leaves_the_row_unrecorded(tmp
 
     holder: list[Run] = []
 
-    def handler(method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> Response:
+    def handler(request: SentRequest) -> Response:
         asyncio.get_running_loop().call_soon(holder[0].stop)
         return Response(503, "120", b"")
 
     run = Run(
         RunOptions(input=str(source), base_url="http://api.test"),
-        transport=FakeTransport(handler),
+        transport=MockTransport(handler),
         sleep=fake_sleep,
     )
     holder.append(run)
@@ -70,3 +80,21 @@ def test_the_sent_key_set_is_exact_through_growth() -> None:
     sent.add("w-4999")
     assert all(key in sent for key in keys) and "w-5000" not in sent and "" not in sent
     assert sent.repeated == 2
+
+
+@pytest.mark.slow
+def test_sighup_ends_the_run_like_sigterm(tmp_path: Path) -> None:
+    """Issue 9.11: SIGHUP killed the run with no summary and no end record."""
+    source = fleet_csv(tmp_path, 300, "piped")
+    with ThreadedMock(MockConfig(require_auth=False, workloads=300, latency_ms=50)) as slow:
+        proc = spawn("run", str(source), "--base-url", slow.url, "--concurrency", "2")
+        ledger = Path(f"{source}.ledger.jsonl")
+        deadline = time.monotonic() + 60
+        while not (ledger.exists() and ledger_rows(ledger)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGHUP)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"bulkpatch run interrupted" in out
+    assert [r["event"] for r in iter_records(ledger) if r["type"] == "run"][-1] == "interrupted"

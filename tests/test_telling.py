@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
-from fakes import ThreadedMock, write
+from helpers import ThreadedMock, write
 from prometheus_client.parser import text_string_to_metric_families
 
 from bulkpatch.cli.main import cli

@@ -140,6 +140,19 @@ async def test_a_later_row_in_flight_at_a_stop_voids_the_proof_of_an_earlier_row
     assert names(api) == {"k1": "a"}
 
 
+async def test_a_dead_runs_ledger_kept_under_a_dated_name_is_still_replayed(tmp_path: Path) -> None:
+    api = ModelApi()
+    # Tenant t2: k1=a answered, k1=b applied with its answer lost, and the run dies.
+    await run_rows(
+        api, tmp_path, "inv.csv", [("k1", "a"), ("k1", "b")], tenant="t2", cut_after=1, lost=True, die=True
+    )
+    # Another tenant's run of an edited inv.csv keeps the dead run's ledger under a dated name.
+    await run_rows(api, tmp_path, "inv.csv", [("k1", "c")], tenant="t1")
+    again = await run_rows(api, tmp_path, "inv.csv", [("k1", "a")], tenant="t2")
+    assert again.applied == [("k1", "a")], again.unproved  # was: recorded unchanged, b stayed
+    assert names(api, "t2") == {"k1": "a"}
+
+
 # --- the machine ------------------------------------------------------------------------------------
 
 

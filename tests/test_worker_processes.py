@@ -9,13 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
-from fakes import write
+from helpers import write
+from local_server import LocalServer
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import TransportError, WorkerError
@@ -24,46 +24,6 @@ from bulkpatch.http.worker_processes import ProcessTransport, _Child, _Frames, _
 from bulkpatch.mock import MockConfig, MockServer
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
-
-HOLD = asyncio.Event()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[str]:
-    async def echo(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "method": request.method,
-                "path": request.raw_path,
-                "body": (await request.read()).decode(),
-                "auth": request.headers.get("Authorization"),
-                "team": request.headers.get("X-Team"),
-                "port": request.transport.get_extra_info("peername")[1] if request.transport else None,
-            }
-        )
-
-    async def busy(request: web.Request) -> web.Response:
-        return web.Response(status=429, body=b"x" * (BODY_KEEP * 2), headers={"Retry-After": "7"})
-
-    async def moved(request: web.Request) -> web.Response:
-        return web.Response(status=308, headers={"Location": "https://eu8.acronis.cloud/w/1"})
-
-    async def hold(request: web.Request) -> web.Response:
-        HOLD.set()
-        await asyncio.Event().wait()  # never answers; cancelled at cleanup
-        raise AssertionError("unreachable")
-
-    app = web.Application()
-    app.router.add_route("*", "/echo/{tail:.*}", echo)
-    app.router.add_route("*", "/busy", busy)
-    app.router.add_route("*", "/hold", hold)
-    app.router.add_route("*", "/moved", moved)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
 
 
 def body(i: int) -> bytes:
@@ -79,12 +39,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def test_requests_are_sent_by_the_workers_as_given(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_requests_are_sent_by_the_workers_as_given(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=2, limit=8, timeout=5, headers={"X-Team": "ops"}) as transport:
         await transport.start()
         pids = [child.transport.get_pid() for child in transport._children if child.transport]
         sends = [
-            transport.send("PATCH", f"{server}/echo/w%2F{i}", body(i), {"Authorization": f"Bearer {i}"})
+            transport.send(
+                "PATCH", f"{http_server.url}/echo/w%2F{i}", body(i), {"Authorization": f"Bearer {i}"}
+            )
             for i in range(40)
         ]
         responses = await asyncio.gather(*sends)
@@ -100,16 +63,18 @@ async def test_requests_are_sent_by_the_workers_as_given(server: str) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
-async def test_status_retry_after_and_body_come_back_from_the_worker(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_status_retry_after_and_body_come_back_from_the_worker(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=2, limit=2, timeout=5) as transport:
-        resp = await transport.send("PUT", f"{server}/busy", None)
+        resp = await transport.send("PUT", f"{http_server.url}/busy", None)
     assert (resp.status, resp.retry_after, len(resp.body)) == (429, "7", BODY_KEEP)
 
 
-async def test_a_redirect_s_location_comes_back_from_the_worker(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_a_redirect_s_location_comes_back_from_the_worker(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
-        moved = await transport.send("PATCH", f"{server}/moved", b"{}")
-        plain = await transport.send("PATCH", f"{server}/echo/x", b"{}")
+        moved = await transport.send("PATCH", f"{http_server.url}/moved", b"{}")
+        plain = await transport.send("PATCH", f"{http_server.url}/echo/x", b"{}")
     assert (moved.status, moved.location) == (308, "https://eu8.acronis.cloud/w/1")
     assert (plain.status, plain.location) == (200, None)
 
@@ -131,13 +96,15 @@ async def test_response_frames_with_and_without_a_location_tail(location: bytes 
     assert (second.status, second.retry_after, second.body, second.location) == (204, None, b"", None)
 
 
-async def test_a_url_longer_than_64_kib_is_sent_like_any_other(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_a_url_longer_than_64_kib_is_sent_like_any_other(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
-        resp = await transport.send("PATCH", f"{server}/echo/{'x' * 70_000}", b"{}")
+        resp = await transport.send("PATCH", f"{http_server.url}/echo/{'x' * 70_000}", b"{}")
     assert resp.status == 400  # the server refuses a request line that long; the frame did not
 
 
-async def test_network_errors_are_transport_errors_of_the_same_kind(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_network_errors_are_transport_errors_of_the_same_kind(http_server: LocalServer) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -145,30 +112,31 @@ async def test_network_errors_are_transport_errors_of_the_same_kind(server: str)
         with pytest.raises(TransportError) as refused:
             await transport.send("PATCH", f"http://127.0.0.1:{closed_port}/x", b"{}")
         with pytest.raises(TransportError) as slow:
-            await transport.send("PATCH", f"{server}/hold", b"{}")
+            await transport.send("PATCH", f"{http_server.url}/hold", b"{}")
     assert refused.value.kind == "connect"
     assert slow.value.kind == "timeout"
 
 
-async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_a_worker_that_dies_fails_its_requests_with_a_worker_error(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=2, timeout=30) as transport:
-        HOLD.clear()
-        pending = asyncio.ensure_future(transport.send("PATCH", f"{server}/hold", b"{}"))
-        await HOLD.wait()  # the request is in flight, inside the worker
+        pending = asyncio.ensure_future(transport.send("PATCH", f"{http_server.url}/hold", b"{}"))
+        await http_server.entered.wait()  # the request is in flight, inside the worker
         child = transport._children[0]
         assert child.transport is not None
         os.kill(child.transport.get_pid(), signal.SIGKILL)
         with pytest.raises(WorkerError, match="worker process ended"):
             await pending
         with pytest.raises(WorkerError):
-            await transport.send("PATCH", f"{server}/echo/x", b"{}")
+            await transport.send("PATCH", f"{http_server.url}/echo/x", b"{}")
 
 
-async def test_an_unexpected_error_in_a_worker_is_reported_not_waited_for(server: str) -> None:
+@pytest.mark.slow  # starts worker processes
+async def test_an_unexpected_error_in_a_worker_is_reported_not_waited_for(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:
         with pytest.raises(WorkerError, match="a worker process failed: ValueError"):
             await transport.send("PATCH", "http://[::1/x", b"{}")  # not a URL: yarl raises
-        resp = await transport.send("PATCH", f"{server}/echo/x", b"{}")  # the worker goes on
+        resp = await transport.send("PATCH", f"{http_server.url}/echo/x", b"{}")  # the worker goes on
     assert resp.status == 200
 
 

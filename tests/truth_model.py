@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fakes import FakeClock
+from helpers import FakeClock
 
 from bulkpatch.engine.run import Run
 from bulkpatch.http.transport import Response

@@ -1,31 +1,26 @@
 """The commands around a run: ``export``, ``plan`` and ``verify``. Parse, delegate, print.
 
-They are plain click commands, registered on the ``bulkpatch`` group by ``cli.py``; its group
-turns ``ConfigError`` into one line on stderr and exit 2. Credentials come from the environment,
-as for ``run``. Data goes to stdout or the output file; progress and warnings go to stderr.
+They are thin click shells over ``bulkpatch.operations`` (the library's ``plan``, ``verify``,
+``export``), registered on the ``bulkpatch`` group by ``main.py``; its group turns
+``ConfigError`` into one line on stderr and exit 2. Credentials come from the environment, as for
+``run``. Data goes to stdout or the output file; progress and warnings go to stderr.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from bulkpatch.errors import ConfigError
+from bulkpatch.cli.environment import credentials
 from bulkpatch.event_loop import run_loop
 
 if TYPE_CHECKING:  # the engine is imported when a command runs, not for --help
-    from bulkpatch.http.transport import Transport
     from bulkpatch.ops.plan import PlanResult
-    from bulkpatch.ops.verify import VerifyResult
-    from bulkpatch.options import RunOptions
-
 
 _CLIP = 60
 
@@ -44,25 +39,6 @@ def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ):
         func = option(func)
     return func
-
-
-def _options(input: str, fmt: str | None, method: str, kw: dict[str, Any]) -> RunOptions:
-    from bulkpatch.options import RunOptions, parse_header
-
-    return RunOptions(
-        input=input,
-        format=fmt,
-        method=method,
-        base_url=kw["base_url"],
-        headers=dict(parse_header(h) for h in kw["headers"]),
-        token_url=kw["token_url"],
-        timeout=kw["timeout"],
-        max_attempts=kw["max_attempts"],
-        ledger=os.devnull,  # nothing here writes a ledger; reading stdin needs none
-        token=os.environ.get("BULKPATCH_TOKEN") or None,
-        client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
-        client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
-    )
 
 
 class _Ticker:
@@ -88,19 +64,22 @@ class _Ticker:
             click.echo("", err=True)
 
 
-def _transport(options: RunOptions) -> Transport:
-    from bulkpatch.engine.assembly import transport_for
-    from bulkpatch.ops.live import READ_LIMIT
-
-    return transport_for(options, body_limit=READ_LIMIT)
-
-
-def _warn(line: str) -> None:
+def warn(line: str) -> None:
     click.echo(f"bulkpatch: warning: {line}", err=True)
 
 
-def _run(coro: Any) -> Any:
-    return run_loop(coro)
+def _connection(kw: dict[str, Any]) -> dict[str, Any]:
+    """The library's connection keywords from the shared flags and the environment."""
+    from bulkpatch.options import parse_header
+
+    return {
+        "base_url": kw["base_url"],
+        "headers": dict(parse_header(h) for h in kw["headers"]),
+        "token_url": kw["token_url"],
+        "timeout": kw["timeout"],
+        "max_attempts": kw["max_attempts"],
+        **credentials(),
+    }
 
 
 @click.command()
@@ -124,66 +103,38 @@ def export(output: str, fmt: str | None, columns: str | None, page_size: int, **
     A value no CSV cell carries back exactly (an attribute that is a number) is left empty,
     so that the unedited file changes nothing; JSONL (or --columns attributes) keeps them all.
     """
-    from bulkpatch.ops.export import Output, export_workloads, parse_columns
-    from bulkpatch.ops.live import LiveReader
-    from bulkpatch.rows.reader import detect_format
+    from bulkpatch.operations import export_async
 
-    if output == "-" and not fmt:
-        raise ConfigError("writing to stdout needs --format csv or --format jsonl")
-    chosen = detect_format(output, fmt)
-    picked = parse_columns(columns) if columns is not None else None
-    filters = _filters(kw.pop("types"), kw.pop("tenant_id"), kw.pop("workload_ids"), kw.pop("updated_since"))
-    options = _options("<export>", None, "GET", kw)
     ticker = _Ticker("export", kw["quiet"])
-
-    async def go() -> Any:
-        transport = _transport(options)
-        try:
-            reader = LiveReader.for_options(options, transport, notice=_warn, page_size=page_size)
-            with Output(output) as out:
-                return await export_workloads(
-                    reader, out, fmt=chosen, columns=picked, filters=filters, on_progress=ticker
-                )
-        finally:
-            await transport.close()
-
-    result = _run(go())
+    result = run_loop(
+        export_async(
+            output,
+            format=fmt,
+            columns=columns,
+            types=kw["types"],
+            tenant_id=kw["tenant_id"],
+            workload_ids=kw["workload_ids"],
+            updated_since=kw["updated_since"],
+            page_size=page_size,
+            notice=warn,
+            on_progress=ticker,
+            **_connection(kw),
+        )
+    )
     ticker.done()
     if result.lost.total():
-        _warn(
+        warn(
             f"{result.lost.total():,} values left empty (no CSV cell carries them back exactly):"
             f" {result.lost.describe()}; use --format jsonl or --columns attributes"
         )
     if result.unseen_keys.total():
-        _warn(
+        warn(
             f"attribute keys first seen after the first page are not in the CSV:"
             f" {result.unseen_keys.describe()}; name them in --columns or use --format jsonl"
         )
     where = "stdout" if output == "-" else output
     click.echo(f"exported {result.written:,} workloads to {where} ({result.requests:,} requests)", err=True)
     return 0
-
-
-def _filters(
-    types: tuple[str, ...], tenant: str | None, ids: tuple[str, ...], since: str | None
-) -> list[tuple[str, str]]:
-    filters = []
-    for name, values, most in (("type", types, 10), ("workload_id", ids, 100)):
-        if len(values) > most:
-            raise ConfigError(f"--{name.replace('_', '-')} takes at most {most} values (the API's limit)")
-        if values:
-            filters.append((name, values[0] if len(values) == 1 else f"or({','.join(values)})"))
-    if tenant:
-        filters.append(("tenant_id", tenant))
-    if since:
-        try:
-            parsed = datetime.fromisoformat(since)
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            raise ConfigError("--updated-since takes an RFC 3339 time with a zone, e.g. 2026-01-31T00:00:00Z")
-        filters.append(("updated_at", f"ge({since})"))
-    return filters
 
 
 @click.command()
@@ -201,59 +152,27 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
     existing snapshot is never replaced unless --overwrite-snapshot: keep the one made before
     the run.
     """
-    from bulkpatch.ops.plan import plan_rows
+    from bulkpatch.operations import plan_async
+    from bulkpatch.ops.plan import default_snapshot
 
-    options = _options(input, fmt, "PATCH", kw)
-    snapshot = snapshot or _default_snapshot(input)
-    if snapshot and os.path.exists(snapshot) and not overwrite_snapshot:
-        # A plan made after the run would replace the rollback with an empty one.
-        raise ConfigError(
-            f"{snapshot} exists (the rollback of an earlier plan?); move it away, or pass"
-            " --overwrite-snapshot or --snapshot FILE"
-        )
+    if snapshot is None and input == "-":
+        warn("no snapshot for stdin unless --snapshot FILE is given")
     ticker = _Ticker("plan", kw["quiet"])
-
-    async def go() -> PlanResult:
-        transport = _transport(options)
-        try:
-            return await plan_rows(
-                options,
-                transport,
-                snapshot=snapshot,
-                notice=_warn,
-                on_progress=ticker,
-            )
-        finally:
-            await transport.close()
-
-    result: PlanResult = _run(go())
+    connection = _connection(kw)
+    result = run_loop(
+        plan_async(
+            input,
+            format=fmt,
+            snapshot=snapshot or default_snapshot(input),
+            overwrite_snapshot=overwrite_snapshot,
+            notice=warn,
+            on_progress=ticker,
+            **connection,
+        )
+    )
     ticker.done()
-    _print_plan(result, options)
+    _print_plan(result, input, connection["base_url"])
     return 0
-
-
-def _default_snapshot(input: str) -> str | None:
-    if input == "-":
-        _warn("no snapshot for stdin unless --snapshot FILE is given")
-        return None
-    stem = input[:-3] if input.endswith(".gz") else input
-    base, dot, ext = stem.rpartition(".")
-    return f"{base}.before.{ext}" if dot else f"{stem}.before"
-
-
-async def read_back(
-    options: RunOptions,
-    on_progress: Callable[[int], None] | None = None,
-    only: Callable[[int], bool] | None = None,
-) -> VerifyResult:
-    """Compare the live workloads with the input's rows (``verify``, ``run --verify``)."""
-    from bulkpatch.ops.verify import verify_rows
-
-    transport = _transport(options)
-    try:
-        return await verify_rows(options, transport, notice=_warn, on_progress=on_progress, only=only)
-    finally:
-        await transport.close()
 
 
 def _gets(n: int) -> str:
@@ -267,11 +186,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= _CLIP else text[: _CLIP - 1] + "…"
 
 
-def _print_plan(result: PlanResult, options: RunOptions) -> None:
+def _print_plan(result: PlanResult, input: str, base_url: str | None) -> None:
     echo = click.echo
-    echo(
-        f"plan: {result.rows:,} rows of {options.input} against {options.base_url} ({_gets(result.requests)})"
-    )
+    echo(f"plan: {result.rows:,} rows of {input} against {base_url} ({_gets(result.requests)})")
     echo(f"  ~ {result.to_change:,} to change")
     for name, count in result.fields.most_common(20):
         echo(f"      {name:<32} {count:,} rows")
@@ -290,9 +207,9 @@ def _print_plan(result: PlanResult, options: RunOptions) -> None:
             echo(f"  row {row} {key}: {d.field}: {_show(d.before)} → {_show(d.after)}")
     if result.snapshot:
         echo(f"snapshot (the rollback): {result.snapshot}, {result.snapshot_rows:,} rows")
-        echo(f"  undo with: bulkpatch run {result.snapshot} --base-url {options.base_url}")
+        echo(f"  undo with: bulkpatch run {result.snapshot} --base-url {base_url}")
     if result.irreversible.total():
-        _warn(
+        warn(
             f"{result.irreversible.total():,} before-values are not in the snapshot: keys that did not"
             f" exist (a PATCH cannot remove them) or values no CSV cell carries:"
             f" {result.irreversible.describe()}; a .jsonl --snapshot keeps the latter"
@@ -311,13 +228,15 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     Reads back INPUT's rows in batches (one GET per 100 rows); a row drifts when a field it
     sets differs live, or its workload is gone.
     """
-    options = _options(input, fmt, "PATCH", kw)
-    ticker = _Ticker("verify", kw["quiet"])
+    from bulkpatch.operations import verify_async
 
-    result: VerifyResult = _run(read_back(options, ticker))
+    ticker = _Ticker("verify", kw["quiet"])
+    connection = _connection(kw)
+    result = run_loop(verify_async(input, format=fmt, notice=warn, on_progress=ticker, **connection))
     ticker.done()
     echo = click.echo
-    echo(f"verify: {result.rows:,} rows of {input} against {options.base_url} ({_gets(result.requests)})")
+    base_url = connection["base_url"]
+    echo(f"verify: {result.rows:,} rows of {input} against {base_url} ({_gets(result.requests)})")
     echo(f"  = {result.matching:,} match")
     echo(f"  ~ {result.drifted:,} differ")
     for row, key, d in result.examples:

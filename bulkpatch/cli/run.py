@@ -157,9 +157,11 @@ def _run(args: RunArgs, ending: Ending) -> int:
 def _verify(options: RunOptions, out: Console, json_log: bool, rows: set[int] | None = None) -> int:
     """``--verify``: read the workloads back (``rows``, when given: only those); 1 when some
     live value differs from the input."""
-    from bulkpatch.cli.operations import read_back
+    from bulkpatch.cli.operations import warn
+    from bulkpatch.operations import read_back
 
-    found = run_loop(read_back(options, only=rows.__contains__ if rows is not None else None))
+    only = rows.__contains__ if rows is not None else None
+    found = run_loop(read_back(options, notice=warn, only=only))
     line = (
         f"verified through GET: {found.matching:,} of {found.rows:,} rows match,"
         f" {found.drifted:,} differ, {found.not_found:,} not found"

@@ -264,6 +264,7 @@ class RunArgs:
 
 def options_of(args: RunArgs) -> RunOptions:
     """The engine's options from the parsed ones; credentials from the environment only."""
+    from bulkpatch.cli.environment import credentials
     from bulkpatch.options import RunOptions, parse_header, parse_shard
     from bulkpatch.records.resume import RetryFailed
     from bulkpatch.rows.schema import Schema
@@ -292,8 +293,6 @@ def options_of(args: RunArgs) -> RunOptions:
         shard=parse_shard(args.shard, dict(os.environ)) if args.shard else None,
         only_changed=args.only_changed,
         dry_run=args.dry_run,
-        token=os.environ.get("BULKPATCH_TOKEN") or None,
-        client_id=os.environ.get("BULKPATCH_CLIENT_ID") or None,
-        client_secret=os.environ.get("BULKPATCH_CLIENT_SECRET") or None,
+        **credentials(),
         token_url=args.token_url,
     )

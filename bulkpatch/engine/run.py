@@ -371,6 +371,13 @@ class Run:
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 all_done.result()
+        except asyncio.CancelledError:
+            # The caller cancelled the run: the workers go with it, and the gather's own
+            # CancelledError is retrieved here rather than logged as "never retrieved".
+            stop_wait.cancel()
+            all_done.cancel()
+            await asyncio.gather(all_done, stop_wait, return_exceptions=True)
+            raise
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

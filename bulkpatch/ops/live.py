@@ -17,6 +17,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -273,3 +274,26 @@ def _next_cursor(page: dict[str, Any]) -> str | None:
     cursors = paging.get("cursors") if isinstance(paging, dict) else None
     after = cursors.get("after") if isinstance(cursors, dict) else None
     return after if isinstance(after, str) and after else None
+
+
+def list_filters(
+    types: Sequence[str] = (), tenant_id: str | None = None, ids: Sequence[str] = (), since: str | None = None
+) -> list[tuple[str, str]]:
+    """The list endpoint's filters: workload types, a tenant, ids, an RFC 3339 ``updated_at`` floor."""
+    filters = []
+    for name, values, most in (("type", types, 10), ("workload_id", ids, 100)):
+        if len(values) > most:
+            raise ConfigError(f"--{name.replace('_', '-')} takes at most {most} values (the API's limit)")
+        if values:
+            filters.append((name, values[0] if len(values) == 1 else f"or({','.join(values)})"))
+    if tenant_id:
+        filters.append(("tenant_id", tenant_id))
+    if since:
+        try:
+            parsed = datetime.fromisoformat(since)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise ConfigError("--updated-since takes an RFC 3339 time with a zone, e.g. 2026-01-31T00:00:00Z")
+        filters.append(("updated_at", f"ge({since})"))
+    return filters

@@ -116,6 +116,15 @@ async def plan_rows(
     return result
 
 
+def default_snapshot(input: str) -> str | None:
+    """``site.csv`` → ``site.before.csv`` (``.gz`` dropped); None for stdin, which has no name."""
+    if input == "-":
+        return None
+    stem = input[:-3] if input.endswith(".gz") else input
+    base, dot, ext = stem.rpartition(".")
+    return f"{base}.before.{ext}" if dot and "/" not in ext else f"{stem}.before"
+
+
 def _count(result: PlanResult, verdict: int) -> None:
     if verdict == CHANGES:
         result.to_change += 1

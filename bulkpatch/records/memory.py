@@ -40,6 +40,7 @@ from bulkpatch.records.memory_repair import (
     UPSERT_FAILED,
     UPSERT_OK,
     check_ours,
+    file_id,
     lock,
     recover,
     upgrade,
@@ -91,7 +92,7 @@ class Memory:
                 os.chmod(path, 0o600)
             self.target_text = target.text(salt)
             self.target = self._target_id(self.target_text)
-            recover(db, self.target)
+            recover(db)
             self.run_id: int = (
                 db.execute(
                     "INSERT INTO runs (target, input, full, started, pid) VALUES (?, ?, ?, ?, ?)",
@@ -127,8 +128,8 @@ class Memory:
             return  # /dev/null and the like: nothing to read back; pending marks cover a crash
         self.ledger_size = size
         self._db.execute(
-            "UPDATE runs SET ledger = ?, ledger_offset = ? WHERE id = ?",
-            (os.path.abspath(path), size(), self.run_id),
+            "UPDATE runs SET ledger = ?, ledger_offset = ?, ledger_id = ? WHERE id = ?",
+            (os.path.abspath(path), size(), file_id(path), self.run_id),
         )
 
     def lookup(self, keys: Iterable[str]) -> dict[str, tuple[int, bool]]:

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
     rows INTEGER, sent INTEGER, requests INTEGER,
     ok INTEGER, failed INTEGER, invalid INTEGER, skipped INTEGER, unchanged INTEGER, gone INTEGER,
     ledger TEXT, ledger_offset INTEGER,  -- the run's ledger, and how much of it is in this memory
+    ledger_id TEXT,                      -- that file's device:inode (it may be renamed since)
     pid INTEGER
 );
 """
@@ -72,24 +73,26 @@ UPSERT_FAILED = (
 )
 
 
-def recover(db: sqlite3.Connection, target: int) -> None:
-    """Runs of this target that died: replay what their ledgers hold beyond the memory. Then
-    keys of pending batches (of a dead or stopped run) that got no answer even there are
-    marked ``pending``: their requests may have landed."""
+def recover(db: sqlite3.Connection) -> None:
+    """Runs that died (of any target: one run at a time holds the memory, so a run not ended is
+    dead): replay what their ledgers hold beyond the memory. Then the keys of pending batches (of
+    a dead or stopped run) that got no answer even there are marked ``pending``: their requests
+    may have landed."""
     dead = db.execute(
-        "SELECT id, ledger, ledger_offset FROM runs WHERE target = ? AND ended IS NULL", (target,)
+        "SELECT id, target, ledger, ledger_offset, ledger_id FROM runs WHERE ended IS NULL"
     ).fetchall()
-    pending = db.execute("SELECT id, run_id, keys FROM pending WHERE target = ?", (target,)).fetchall()
+    pending = db.execute("SELECT id, target, run_id, keys FROM pending").fetchall()
     if not dead and not pending:
         return
     now = time.time()
     db.execute("BEGIN")
     answered: dict[int, Counter[str]] = {}
-    for run, ledger, offset in dead:
-        if ledger and offset is not None:
-            answered[run] = replay(db, target, run, ledger, offset)
+    for run, target, ledger, offset, ledger_id in dead:
+        found = _same_file(ledger, ledger_id) if ledger and offset is not None else None
+        if found is not None:
+            answered[run] = replay(db, target, run, found, offset)
         db.execute("UPDATE runs SET ended = ?, outcome = 'died' WHERE id = ?", (now, run))
-    for batch, run, text in sorted(pending):
+    for batch, target, run, text in sorted(pending):
         # The batch's rows still unanswered at the run's last commit, less the answers its ledger
         # got after that, oldest first: what is left was in flight.
         got = answered.get(run, Counter())
@@ -102,6 +105,28 @@ def recover(db: sqlite3.Connection, target: int) -> None:
         db.executemany(UPSERT_FAILED, [(target, k, "pending", None, PENDING, now, run, run) for k in lost])
         db.execute("DELETE FROM pending WHERE id = ?", (batch,))
     db.execute("COMMIT")
+
+
+def file_id(path: str) -> str:
+    """``device:inode`` of a file: the same after a rename (a ledger kept under a dated name)."""
+    info = os.stat(path)
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+def _same_file(path: str, wanted: str | None) -> str | None:
+    """The ledger a dead run wrote: at ``path`` if that is still the same file, else the file of
+    its folder that it was renamed to (the next input's run kept it under a dated name); None
+    when it is gone (its pending keys are then all sent again, which is safe)."""
+    with contextlib.suppress(OSError):
+        if wanted is None or file_id(path) == wanted:
+            return path
+    folder = os.path.dirname(path) or "."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.is_file() and file_id(entry.path) == wanted:
+                    return entry.path
+    return None
 
 
 def check_ours(db: sqlite3.Connection, path: str) -> None:
