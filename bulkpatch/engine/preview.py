@@ -7,11 +7,14 @@ already equal as ``unchanged``: what it shows is what the run would send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpatch.engine.assembly import Transform, auth_for, open_input, redactor_for, transport_for
+from bulkpatch.http.auth import Auth
+from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.stats import Tally
@@ -65,12 +68,30 @@ def dry_run(
     return result
 
 
-async def live_unchanged(options: RunOptions) -> Callable[[int], bool]:
-    """``--only-changed``: which rows the live workloads already hold (read, never written)."""
+async def live_unchanged(
+    options: RunOptions,
+    transport: Transport | None = None,
+    *,
+    auth: Auth | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Callable[[int], bool]:
+    """``--only-changed``: which rows the live workloads already hold (read, never written),
+    through ``transport`` or a reader of our own that keeps whole pages, as ``plan`` does."""
     from bulkpatch.ops.live import READ_LIMIT
     from bulkpatch.ops.plan import plan_rows
 
-    async with transport_for(options, body_limit=READ_LIMIT) as transport:
-        auth = auth_for(options, transport, redactor_for(options))
-        planned = await plan_rows(options, transport, auth=auth)
+    async with contextlib.AsyncExitStack() as stack:
+        through: Transport
+        if transport is not None:
+            through = transport
+        else:
+            through = await stack.enter_async_context(transport_for(options, body_limit=READ_LIMIT))
+        if auth is None:
+            auth = auth_for(options, through, redactor_for(options))
+        planned = await plan_rows(options, through, auth=auth, notice=notice)
+    if notice is not None:
+        notice(
+            f"planned against the live workloads: {planned.to_change:,} rows to change,"
+            f" {planned.unchanged:,} already equal, {planned.not_found:,} not found"
+        )
     return lambda row: not planned.should_send(row)

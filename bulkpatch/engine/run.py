@@ -1,16 +1,13 @@
 """The run: a small engine that drives rows → requests → bounded workers → recorded outcomes.
 
-The parts have modules of their own: ``wiring`` builds the input, transport and auth from the
-options; ``intake`` turns input records into the requests worth sending (resume, sync state,
-``--limit``); ``sender`` sends one row's request with retries, through the pacer and the outage
-gate; ``recorder`` writes each outcome to the ledger, the index, the tally and the sync state.
-This module starts ``concurrency`` workers that pull from the intake (no task per row, nothing
-materialized), keeps rows of one key in input order, and stops.
-
-Stopping: ``stop()`` (the first SIGINT/SIGTERM/SIGHUP) ends intake; workers finish their current
-request within ``grace`` seconds, then are cancelled; a row that did not finish is left
-unrecorded, so the next run sends it again. A second signal cancels at once. A run also stops by
-itself when the answers say every row left would fail (see ``errors.RunStopped``).
+``execute`` assembles the parts in an ``AsyncExitStack`` (so each is closed, in reverse order,
+whatever happens), then drives them. The parts have modules of their own: ``assembly`` builds
+the input, transport, auth and sender from the options; ``intake`` decides, row by row, what to
+send (the rule is ``truth``); ``workers`` send through the pacer and the outage gate and keep
+rows of one key in input order; ``recorder`` is the one writer of outcomes (ledger, memory,
+tally). ``stop()`` (the first SIGINT/SIGTERM/SIGHUP) ends intake and gives requests in flight a
+grace period. A run also stops by itself when the answers say every row left would fail (see
+``errors.RunStopped``).
 """
 
 from __future__ import annotations
@@ -18,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from bulkpatch.engine.assembly import (
@@ -37,13 +34,13 @@ from bulkpatch.engine.assembly import (
     transport_for,
 )
 from bulkpatch.engine.intake import Intake
-from bulkpatch.engine.key_order import KeyOrder
-from bulkpatch.engine.outage import FirstRowsGuard, OutageGate
+from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
 from bulkpatch.engine.recorder import Recorder
 from bulkpatch.engine.retry import RetryPolicy
 from bulkpatch.engine.sender import Attempt, Sender
 from bulkpatch.engine.stopping import StopToken
+from bulkpatch.engine.workers import Workers
 from bulkpatch.errors import BulkPatchError
 from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
@@ -93,21 +90,24 @@ class Run:
         self._fatal: BulkPatchError | None = None
         #: outcomes recorded so far by this run (read by progress displays)
         self.tally = Tally()
-        #: rows being sent right now
-        self.in_flight = 0
+        self._workers = Workers(self.stop_token, self._fail, self._emit)
+        self._recorder: Recorder | None = None
         self.sender: Sender | None = None
         self.intake: Intake | None = None
         self.source: Source | None = None
         self.pacer: Pacer | None = None
         self.outage: OutageGate | None = None
         self.started = time.monotonic()
-        self._order = KeyOrder()
         self._auth: Any = None
-        self._guard = FirstRowsGuard()
 
     def stop(self) -> None:
         """Stop taking rows; in-flight ones finish within the grace period."""
         self.stop_token.stop()
+
+    @property
+    def in_flight(self) -> int:
+        """Rows being sent right now."""
+        return self._workers.in_flight
 
     @property
     def retrying(self) -> int:
@@ -142,95 +142,113 @@ class Run:
         if options.dry_run:
             raise BulkPatchError("a dry run sends nothing: call bulkpatch.dry_run(options) instead of Run")
         ensure_open_files(options.concurrency + SPARE_FILES)
-        redact = redactor_for(options)
+        ending = _Ending()
+        async with contextlib.AsyncExitStack() as stack:
+            intake, ledger, memory, source = await self._assemble(stack, ending)
+            assert self.sender is not None
+            writer = ledger.writer
+            self.started = time.monotonic()
+            cpu_started = time.process_time()
+            writer.write_event("run", event="start", pid=os.getpid(), options=loggable(options))
+            if memory is not None:
+                memory.attach_ledger(options.ledger_path, writer.size)
+            more = source.wait if isinstance(source, RowsInput) else _breathe
+            await self._workers.drive(
+                intake.requests(),
+                more,
+                self.sender,
+                self._recorder.record,  # type: ignore[union-attr]
+                concurrency=options.concurrency,
+                grace=options.grace,
+                handle_signals=handle_signals,
+            )
+            interrupted = self.stop_token.stopped and self._fatal is None
+            elapsed = time.monotonic() - self.started
+            cpu = time.process_time() - cpu_started
+            ending.outcome = "interrupted" if interrupted else "stopped" if self._fatal else "finished"
+            writer.write_event(
+                "run",
+                event="end" if ending.outcome == "finished" else ending.outcome,
+                elapsed_s=round(elapsed, 3),
+                requests=self.sender.requests,
+                **self.tally.as_dict(),
+            )
+            ending.complete = intake.complete and ending.outcome == "finished"
+        result = self._result(intake, ledger, memory, elapsed=elapsed, cpu=cpu, interrupted=interrupted)
+        if self._fatal is not None:
+            # What the run did before it stopped goes with the error, for the summary.
+            self._fatal.result = result
+            raise self._fatal
+        return result
+
+    async def _assemble(
+        self, stack: contextlib.AsyncExitStack, ending: _Ending
+    ) -> tuple[Intake, OpenLedger, Memory | None, Source]:
+        """Open the parts, each closed by ``stack`` in reverse order: input, memory (first: a busy
+        memory must refuse before the ledger moves), ledger, transport, sender, intake."""
+        options = self.options
         in_code = self._rows is not None
         binding = {
             "input": {"path": "<rows>"} if in_code else input_identity(options.input),
             "path_template": options.path,
             "method": options.method,
         }
-        source, mapper, records = open_input(options, self._rows, self._transform)
-        self.source = source
         own = None if self._transport is not None else transport_for(options)
+        source, mapper, records = open_input(options, self._rows, self._transform)
+        stack.callback(source.close)
+        self.source = source
+        binding["format"] = source.format.value
+        memory = None
+        if options.memory_path is not None:
+            memory = Memory(
+                options.memory_path, target_for(options), input_name=options.input, full=options.full
+            )
+            stack.callback(lambda: memory.close(ending.outcome, self._counts(), complete=ending.complete))
+            memory.on_error = self._fail
+        name = None if in_code else options.input
+        ledger = open_ledger(options.ledger_path, binding, input_name=name, keep=options.keep_ledgers)
+        stack.callback(ledger.close)
+        if ledger.archived is not None:
+            self._say(f"the input changed since the ledger's last run: kept that ledger as {ledger.archived}")
+        if ledger.writer.error is not None:
+            raise ledger.writer.error
+        ledger.writer.on_error = self._fail
+        self._recorder = Recorder(ledger.writer, ledger.index, self.tally, memory, self._on_result)
         transport: Transport = self._transport or own  # type: ignore[assignment]
-        ledger: OpenLedger | None = None
-        memory: Memory | None = None
-        complete = False
-        outcome: str | None = None
-        try:
-            binding["format"] = source.format.value
-            memory_path = options.memory_path
-            if memory_path is not None:  # first: a busy memory must refuse before the ledger moves
-                memory = Memory(memory_path, target_for(options), input_name=options.input, full=options.full)
-            ledger = open_ledger(
-                options.ledger_path,
-                binding,
-                input_name=None if in_code else options.input,
-                keep=options.keep_ledgers,
-            )
-            if ledger.archived is not None:
-                self._say(
-                    f"the input changed since the ledger's last run: kept that ledger as {ledger.archived}"
-                    + (
-                        f" (removed {len(ledger.pruned)} older one(s) beyond --keep-ledgers)"
-                        if ledger.pruned
-                        else ""
-                    )
-                )
-            writer = ledger.writer
-            if writer.error is not None:
-                raise writer.error
-            writer.on_error = self._fail
-            if memory is not None:
-                memory.on_error = self._fail
-            recorder = Recorder(writer, ledger.index, self.tally, memory, self._on_result)
-            async with contextlib.AsyncExitStack() as stack:
-                if own is not None:
-                    await stack.enter_async_context(own)
-                sender = await self._sender(transport, redact)
-                unchanged = await self._plan(transport) if options.only_changed else None
-                self.intake = intake = Intake(
-                    records,
-                    mapper,
-                    recorder.record,
-                    ledger.index,
-                    prefix=request_prefix(options.method, options.base_url or ""),
-                    memory=memory,
-                    retry_failed=options.retry_failed,
-                    heal=options.state is not None,
-                    full=options.full,
-                    limit=options.limit,
-                    stopping=lambda: self.stop_token.stopped,
-                    on_error=self._fail,
-                    shard=options.shard,
-                    unchanged=unchanged,
-                )
-                self.started = time.monotonic()
-                cpu_started = time.process_time()
-                writer.write_event("run", event="start", pid=os.getpid(), options=loggable(options))
-                if memory is not None:
-                    memory.attach_ledger(options.ledger_path, writer.size)
-                interrupted = await self._drive(intake, sender, recorder, source, handle_signals)
-                elapsed = time.monotonic() - self.started
-                cpu = time.process_time() - cpu_started
-            outcome = "interrupted" if interrupted else "stopped" if self._fatal else "finished"
-            writer.write_event(
-                "run",
-                event="end" if outcome == "finished" else outcome,
-                elapsed_s=round(elapsed, 3),
-                requests=sender.requests,
-                **self.tally.as_dict(),
-            )
-            complete = intake.complete and outcome == "finished"
-        finally:
-            source.close()
-            try:
-                if memory is not None:
-                    memory.close(outcome, self._counts(), complete=complete)
-            finally:
-                if ledger is not None:
-                    ledger.close()
-        result = RunResult(
+        if own is not None:
+            await stack.enter_async_context(own)
+        await self._sender(transport, redactor_for(options))
+        unchanged = await self._plan(transport) if options.only_changed else None
+        self.intake = Intake(
+            records,
+            mapper,
+            self._recorder.record,
+            ledger.index,
+            prefix=request_prefix(options.method, options.base_url or ""),
+            memory=memory,
+            retry_failed=options.retry_failed,
+            heal=options.state is not None,
+            full=options.full,
+            limit=options.limit,
+            stopping=lambda: self.stop_token.stopped,
+            on_error=self._fail,
+            shard=options.shard,
+            unchanged=unchanged,
+        )
+        return self.intake, ledger, memory, source
+
+    def _result(
+        self,
+        intake: Intake,
+        ledger: OpenLedger,
+        memory: Memory | None,
+        *,
+        elapsed: float,
+        cpu: float,
+        interrupted: bool,
+    ) -> RunResult:
+        options = self.options
+        return RunResult(
             tally=self.tally,
             state=ledger.index.counts(),
             already_done=intake.already_done,
@@ -242,7 +260,7 @@ class Run:
             limited=intake.limited,
             cpu_s=cpu,
             processes=options.processes,
-            requests=sender.requests,
+            requests=self.sender.requests if self.sender is not None else 0,
             changed=intake.changed,
             gone=memory.gone if memory is not None else 0,
             memory_path=memory.path if memory is not None else None,
@@ -254,11 +272,6 @@ class Run:
             shard=options.shard,
             rate=options.shard_rate,
         )
-        if self._fatal is not None:
-            # What the run did before it stopped goes with the error, for the summary.
-            self._fatal.result = result
-            raise self._fatal
-        return result
 
     def _counts(self) -> dict[str, int]:
         """The run's line in the memory: outcomes, rows read, rows sent, requests."""
@@ -270,19 +283,10 @@ class Run:
 
     async def _plan(self, transport: Transport) -> Callable[[int], bool]:
         """``--only-changed``: read the live workloads first; rows already equal are not sent."""
-        from bulkpatch.ops.live import READ_LIMIT
-        from bulkpatch.ops.plan import plan_rows
+        from bulkpatch.engine.preview import live_unchanged
 
-        if self._transport is None:  # our own client: a reader that keeps whole pages, as plan does
-            async with transport_for(self.options, body_limit=READ_LIMIT) as reader:
-                planned = await plan_rows(self.options, reader, auth=self._auth, notice=self._say)
-        else:
-            planned = await plan_rows(self.options, transport, auth=self._auth, notice=self._say)
-        self._say(
-            f"planned against the live workloads: {planned.to_change:,} rows to change,"
-            f" {planned.unchanged:,} already equal, {planned.not_found:,} not found"
-        )
-        return lambda row: not planned.should_send(row)
+        given = self._transport  # a caller's transport reads too; ours keeps 64 KiB of an answer
+        return await live_unchanged(self.options, given, auth=self._auth, notice=self._say)
 
     async def _sender(self, transport: Transport, redact: Any) -> Sender:
         """The sender and what it passes through: auth (checked now), pacer, outage gate."""
@@ -324,102 +328,6 @@ class Run:
         )
         return self.sender
 
-    async def _drive(
-        self, intake: Intake, sender: Sender, recorder: Recorder, source: Source, handle_signals: bool
-    ) -> bool:
-        loop = asyncio.get_running_loop()
-        work = intake.requests()
-        more = source.wait if isinstance(source, RowsInput) else _breathe
-        workers = [
-            asyncio.create_task(self._worker(work, more, sender, recorder))
-            for _ in range(self.options.concurrency)
-        ]
-        all_done = asyncio.gather(*workers)
-        signals_seen = 0
-
-        def on_signal() -> None:
-            nonlocal signals_seen
-            signals_seen += 1
-            if signals_seen == 1:
-                self._emit("stop_requested", {"in_flight": self.in_flight})
-                self.stop()
-            else:
-                all_done.cancel()
-
-        installed = []
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                # Not in the main thread (or not on Unix): no signal handling, and that is fine.
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, on_signal)
-                    installed.append(sig)
-        try:
-            stop_wait = asyncio.ensure_future(self.stop_token.wait())
-            either: list[asyncio.Future[Any]] = [all_done, stop_wait]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if not all_done.done():
-                # Stopping: give in-flight requests a bounded grace period, then cancel them.
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(all_done), self.options.grace)
-                all_done.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await all_done
-            elif all_done.exception() is not None:
-                # A worker failed unexpectedly: the others must not outlive the run.
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-                all_done.result()
-        except asyncio.CancelledError:
-            # The caller cancelled the run: the workers go with it, and the gather's own
-            # CancelledError is retrieved here rather than logged as "never retrieved".
-            stop_wait.cancel()
-            all_done.cancel()
-            await asyncio.gather(all_done, stop_wait, return_exceptions=True)
-            raise
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-        return self.stop_token.stopped and self._fatal is None
-
-    async def _worker(
-        self,
-        work: Iterator[Request | None],
-        more: Callable[[], Awaitable[None]],
-        sender: Sender,
-        recorder: Recorder,
-    ) -> None:
-        send = sender.send
-        record = recorder.record
-        order = self._order
-        guard = self._guard
-        for request in work:
-            if request is None:
-                await more()  # the intake passed over many rows, or waits for rows given in code
-                continue
-            key = request.key  # "" when the path names no field: nothing to keep in order
-            turn, before = order.take(key) if key else (None, None)
-            self.in_flight += 1
-            try:
-                if before is not None:
-                    await before.wait()
-                    if self.stop_token.stopped:
-                        return  # the earlier row of this key has no answer: this one must wait too
-                result = await send(request)
-            except BulkPatchError as exc:
-                self._fail(exc)
-                return
-            finally:
-                self.in_flight -= 1
-                if turn is not None:
-                    order.done(key, turn)
-            if result is None:
-                return  # the run stopped before this row had an answer: it stays unrecorded
-            record(result)
-            if guard.watching and (wrong := guard.see(result)) is not None:
-                self._fail(wrong)
-
     def _say(self, line: str) -> None:
         if self._notice is not None:
             self._notice(line)
@@ -452,3 +360,11 @@ class Run:
 
 async def _breathe() -> None:
     await asyncio.sleep(0)
+
+
+@dataclass
+class _Ending:
+    """How the run ended, for the parts closed after it (the memory's run line)."""
+
+    outcome: str | None = None
+    complete: bool = False
