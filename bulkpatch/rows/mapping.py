@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from bulkpatch.errors import ConfigError
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
+from bulkpatch.rows.exact import dumps_exact, is_text, shown
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import WORKLOAD_FIELDS, Schema, validator_for
 
@@ -198,6 +197,9 @@ class Mapper:
                     value = ""
             elif not value.strip():
                 problem = problem or (f"missing {name}" if not value else f"{name} is blank")
+            elif not value.isascii() and not is_text(value):
+                problem = problem or f"{name} holds a lone surrogate, not UTF-8"
+                value = shown(value)  # the key goes to the ledger: it must be writable
             values.append(value)
         key = values[0] if len(values) == 1 else "/".join(values)
         if problem is not None:
@@ -213,10 +215,11 @@ class Mapper:
             if self.method == "PATCH":
                 return Rejected(record.row, record.line, key, "skipped", "no fields to update")
         try:
-            body = self._validate(body)
+            # A value JSON cannot carry exactly (NaN, a set, a lone surrogate...) makes its row invalid.
+            data = dumps_exact(self._validate(body))
         except ValueError as exc:
             return Rejected(record.row, record.line, key, "invalid", str(exc))
-        return Request(record.row, record.line, key, path, orjson.dumps(body))
+        return Request(record.row, record.line, key, path, data)
 
     def _csv_body(self, fields: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {}

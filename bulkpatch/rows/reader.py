@@ -13,7 +13,9 @@ import contextlib
 import csv
 import gzip
 import io
+import json
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
@@ -28,6 +30,9 @@ from bulkpatch.errors import ConfigError, InputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
+# orjson reads an integer beyond 64 bits as an inexact float: a line with a run of 19 digits is
+# read again by the standard parser, whose integers are exact (the mapper then refuses them).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
 
 # Python's csv module refuses fields over 128 KiB by default; a workload's attributes can be larger.
 csv.field_size_limit(2**31 - 1)
@@ -181,6 +186,8 @@ class InputFile:
             if type(value) is not dict:
                 yield Record(row, line_no, None, f"expected a JSON object, got {_json_kind(value)}", raw)
                 continue
+            if _LONG_DIGITS(line) is not None:
+                value = _exact_ints(line, value)
             yield Record(row, line_no, value, None, raw)
 
     def _csv_records(self) -> Iterator[Record]:
@@ -263,6 +270,23 @@ def csv_line(values: list[str]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(values)
     return out.getvalue()
+
+
+def _exact_ints(line: bytes, value: dict[str, Any]) -> dict[str, Any]:
+    """``line`` parsed with its integers exact; ``value`` (orjson's reading) if that fails."""
+    try:
+        exact = json.loads(line, parse_int=_int)
+    except ValueError:
+        return value
+    return exact if type(exact) is dict else value
+
+
+def _int(text: str) -> int:
+    # Past Python's 4,300-digit limit for int(): the same leading digits and length (refused all
+    # the same, as beyond 64 bits).
+    if len(text) <= 4000:
+        return int(text)
+    return int(text[:40]) * int(10 ** (len(text) - 40))
 
 
 def _json_kind(value: object) -> str:

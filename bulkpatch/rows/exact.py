@@ -1,0 +1,99 @@
+"""Request bodies as JSON, or the one-line reason a value in them has no exact JSON form.
+
+orjson writes NaN and ±infinity as ``null`` (which clears the field on an API that follows JSON
+Merge Patch) and raises on a set, bytes, a ``Decimal``, an integer outside 64 bits, a key that is
+not a string or text holding a lone surrogate. Rows come from pandas (NaN in every empty cell),
+from code and from typed CSV cells (``tags:json`` holding ``"\\ud800"`` or ``1e999``): such a
+value must make its own row ``invalid``, naming the field, and never change into another value
+nor stop the run. The common body costs one serialisation and two substring searches; only a body
+that failed or that may hide such a value is walked to find the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+#: integers JSON readers of 64 bits take exactly: INT_LOW < n < INT_HIGH (the issue's bound:
+#: -2**63 itself is refused too, as some readers negate it)
+INT_LOW, INT_HIGH = -(2**63), 2**64
+# What a body that serialised must be searched for: NaN/inf came out as null, or the lowest int.
+_SUSPECT = (b"null", str(INT_LOW).encode())
+_SHOWN = 40
+
+
+def dumps_exact(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON bytes; ``ValueError`` names the first field JSON cannot carry exactly."""
+    try:
+        out = orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError
+        raise ValueError(inexact(body) or "the body is not JSON") from None
+    if any(s in out for s in _SUSPECT):
+        problem = inexact(body)
+        if problem is not None:
+            raise ValueError(problem)
+    return out
+
+
+def inexact(value: Any, where: str = "") -> str | None:
+    """Why ``value`` (found at ``where``) has no exact JSON form, or None when it has one."""
+    if isinstance(value, str):
+        if value.isascii() or is_text(value):
+            return None
+        return f"{_at(where)}text holds a lone surrogate ({shown(value)}), not UTF-8"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if INT_LOW < value < INT_HIGH:
+            return None
+        # A very long one is not spelled out (str() refuses past 4,300 digits).
+        spelt = f": {value}" if value.bit_length() <= 128 else f" ({value.bit_length():,} bits)"
+        return f"{_at(where)}integer out of range (beyond 64 bits){spelt}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{_at(where)}{value!r} is not a JSON number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{_at(where)}key {_clip(repr(key))} is not a string"
+            name = f"{where}.{shown(key)}" if where else shown(key)
+            if not is_text(key):
+                return f"{name}: the field name holds a lone surrogate, not UTF-8"
+            problem = inexact(item, name)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for at, item in enumerate(value):
+            problem = inexact(item, f"{where}[{at}]")
+            if problem is not None:
+                return problem
+        return None
+    try:  # what orjson writes exactly as text: a datetime, a UUID, an enum, a dataclass
+        orjson.dumps(value)
+    except TypeError:
+        return f"{_at(where)}a {type(value).__name__} is not a JSON value"
+    return None
+
+
+def is_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (it cannot be encoded as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(value: str) -> str:
+    """``value`` as it can be written anywhere (lone surrogates as ``\\udXXX``), clipped."""
+    return _clip(value.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
