@@ -17,7 +17,7 @@ from bulkpatch.cli.operations import export, plan, verify
 from bulkpatch.cli.run import run
 from bulkpatch.cli.terminal import ensure_std_streams, fail, quiet_stdout
 from bulkpatch.cli.tools import demo, mock, report, state_command
-from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError
+from bulkpatch.errors import AuthError, BulkPatchError, ConfigError, InputError, MalformedInput
 
 _EXIT_USAGE = 2
 _EXIT_INTERRUPTED = 130
@@ -28,6 +28,7 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        rv: Any = None
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -42,7 +43,7 @@ class _Group(click.Group):
             fail("bulkpatch: interrupted", _EXIT_INTERRUPTED)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except (ConfigError, AuthError) as exc:
+        except (ConfigError, AuthError, MalformedInput) as exc:
             fail(f"bulkpatch: error: {exc}", _EXIT_USAGE)
         except InputError as exc:
             fail(f"bulkpatch: error: {exc}", 1)

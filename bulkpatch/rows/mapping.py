@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
-from bulkpatch.rows.exact import dumps_exact, is_text, shown
+from bulkpatch.rows.exact import INT_HIGH, INT_LOW, dumps_exact, is_text, shown
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import WORKLOAD_FIELDS, Schema, validator_for
 
@@ -190,7 +190,7 @@ class Mapper:
             if type(value) is not str:
                 # Only exact values make a path: a JSON float (1e2, or an integer too large for
                 # 64 bits, which the parser turns into one) or a boolean would name another id.
-                if type(value) is int:
+                if type(value) is int and INT_LOW < value < INT_HIGH:
                     value = str(value)
                 else:
                     problem = problem or (f"missing {name}" if value is None else f"{name} is {_kind(value)}")
@@ -269,4 +269,8 @@ def _kind(value: object) -> str:
         return "a boolean, not a string or an integer"
     if isinstance(value, float):
         return f"the number {value!r}, not a string or an exact integer"
-    return f"a JSON {'object' if isinstance(value, dict) else 'array'}, not a string or an integer"
+    if isinstance(value, int):
+        return "an integer beyond 64 bits, not a string or an exact integer"
+    if isinstance(value, dict | list | tuple):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}, not a string or an integer"
+    return f"a {type(value).__name__}, not a string or an integer"

@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 import orjson
 
 from bulkpatch.errors import ConfigError, InputError
+from bulkpatch.rows.quotes import QuoteWatch
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -194,18 +195,22 @@ class InputFile:
         self._text = io.TextIOWrapper(
             self._stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        reader = csv.reader(self._text)
-        header = self._read_header(reader)
-        return self._csv_rows(reader, header)
+        watch = QuoteWatch(self._text, self.name)
+        reader = csv.reader(watch)
+        header = self._read_header(reader, watch)
+        return self._csv_rows(reader, header, watch)
 
-    def _csv_rows(self, reader: Any, header: list[str]) -> Iterator[Record]:
+    def _csv_rows(self, reader: Any, header: list[str], watch: QuoteWatch) -> Iterator[Record]:
         width = len(header)
         keep_raw = self.keep_raw
         row = 0
         last_line = reader.line_num
         while True:
+            watch.start_record()
             try:
                 values = next(reader)
+                if watch.at_end(values):
+                    return
             except StopIteration:
                 return
             except csv.Error as exc:
@@ -233,9 +238,11 @@ class InputFile:
                     continue
             yield Record(row, start, dict(zip(header, values, strict=True)), None, raw)
 
-    def _read_header(self, reader: Any) -> list[str]:
+    def _read_header(self, reader: Any, watch: QuoteWatch) -> list[str]:
         try:
             header: list[str] = next(reader)
+            if watch.at_end(header):
+                raise StopIteration
         except StopIteration:
             raise ConfigError(f"{self.name}: the CSV file is empty (no header row)") from None
         except (csv.Error, OSError, EOFError) as exc:
