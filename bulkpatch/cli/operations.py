@@ -129,8 +129,9 @@ def export(output: str, fmt: str | None, columns: str | None, page_size: int, **
     A value no CSV cell carries back exactly (an attribute that is a number) is left empty,
     so that the unedited file changes nothing; JSONL (or --columns attributes) keeps them all.
     """
-    from bulkpatch.ops.export import Output, export_workloads, parse_columns
+    from bulkpatch.ops.export import export_workloads, parse_columns
     from bulkpatch.ops.live import LiveReader
+    from bulkpatch.ops.output import Output
     from bulkpatch.rows.reader import detect_format
 
     if output == "-" and not fmt:
@@ -147,7 +148,7 @@ def export(output: str, fmt: str | None, columns: str | None, page_size: int, **
             reader = LiveReader.for_options(
                 options, transport, notice=_warn, page_size=page_size, body_limit=_READ_LIMIT
             )
-            with Output(output) as out:
+            with Output(output, option="--output") as out:
                 return await export_workloads(
                     reader, out, fmt=chosen, columns=picked, filters=filters, on_progress=ticker
                 )
@@ -208,10 +209,13 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
     existing snapshot is never replaced unless --overwrite-snapshot: keep the one made before
     the run.
     """
+    from bulkpatch.ops.output import refuse_to_replace
     from bulkpatch.ops.plan import plan_rows
 
     options = _options(input, fmt, "PATCH", kw)
     snapshot = snapshot or _default_snapshot(input)
+    if snapshot:
+        refuse_to_replace("--snapshot", snapshot, (input, f"{input}.ledger.jsonl"), run_inputs=False)
     if snapshot and os.path.exists(snapshot) and not overwrite_snapshot:
         # A plan made after the run would replace the rollback with an empty one.
         raise ConfigError(
