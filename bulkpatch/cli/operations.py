@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from bulkpatch.cli.terminal import print_safely
 from bulkpatch.errors import ConfigError
 from bulkpatch.event_loop import run_loop
 
@@ -240,7 +241,8 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
 
     result: PlanResult = _run(go())
     ticker.done()
-    _print_plan(result, options)
+    # `plan … | head -1`: a reader that goes away changes neither the plan nor its exit status.
+    print_safely(lambda: _print_plan(result, options))
     return 0
 
 
@@ -326,6 +328,11 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
 
     result: VerifyResult = _run(read_back(options, ticker))
     ticker.done()
+    print_safely(lambda: _print_verify(result, input, options))
+    return result.exit_code
+
+
+def _print_verify(result: VerifyResult, input: str, options: RunOptions) -> None:
     echo = click.echo
     echo(f"verify: {result.rows:,} rows of {input} against {options.base_url} ({_gets(result.requests)})")
     echo(f"  = {result.matching:,} match")
@@ -335,4 +342,3 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     echo(f"  ! {result.not_found:,} not found{': ' + ', '.join(result.missing) if result.missing else ''}")
     if result.not_checked:
         echo(f"  - {result.not_checked:,} invalid or empty rows not checked")
-    return result.exit_code
