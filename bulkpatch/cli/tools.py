@@ -50,7 +50,8 @@ def report(ledgers: tuple[str, ...], as_json: bool, failed_out: str | None, inpu
     else:
         print_safely(lambda: print_report(Stdout(), tally, ledgers))
         if written is not None:
-            print_safely(lambda: click.echo(f"wrote {written:,} rows to {failed_out}"))
+            rows = "row" if written == 1 else "rows"
+            print_safely(lambda: click.echo(f"wrote {written:,} {rows} to {failed_out}"))
     return exit_status(tally)
 
 
