@@ -130,3 +130,21 @@ def test_typed_csv_cells_and_jsonl_integers_without_an_exact_form_are_invalid(tm
         outcome = dry_run(options)
         assert [r.reason for r in outcome.rejected] == rejected
         assert outcome.tally.by_status[Status.OK] == sent
+
+
+async def test_a_transform_failing_with_a_lone_surrogate_in_its_message_is_recorded(tmp_path: Path) -> None:
+    def transform(fields: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("bad \udcff byte")
+
+    results: list[RowResult] = []
+    await bulkpatch.run_async(
+        [{"id": "v1"}],
+        transform=transform,
+        schema="any",
+        path="/t/{id}",
+        base_url="https://api.test",
+        ledger=str(tmp_path / "l.jsonl"),
+        transport=MockTransport(lambda request: Response(204)),
+        on_result=results.append,
+    )
+    assert [r.error for r in results] == ["transform failed: ValueError: bad \\udcff byte"]

@@ -86,9 +86,14 @@ def is_text(value: str) -> bool:
     return True
 
 
+def writable(value: str) -> str:
+    """``value`` as it can be written anywhere: lone surrogates spelt ``\\udXXX``."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def shown(value: str) -> str:
-    """``value`` as it can be written anywhere (lone surrogates as ``\\udXXX``), clipped."""
-    return _clip(value.encode("utf-8", "backslashreplace").decode("utf-8"))
+    """``writable(value)``, clipped for a message."""
+    return _clip(writable(value))
 
 
 def _at(where: str) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
-from bulkpatch.rows.exact import INT_HIGH, INT_LOW, dumps_exact, is_text, shown
+from bulkpatch.rows.exact import INT_HIGH, INT_LOW, dumps_exact, is_text, shown, writable
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import WORKLOAD_FIELDS, Schema, validator_for
 
@@ -182,7 +182,10 @@ class Mapper:
     def map(self, record: Record) -> Request | Rejected:
         fields = record.fields
         if fields is None:
-            return Rejected(record.row, record.line, "", "invalid", record.error or "unreadable")
+            reason = record.error or "unreadable"
+            # A transform's message may hold a lone surrogate: the ledger must be able to write it.
+            reason = reason if reason.isascii() or is_text(reason) else writable(reason)
+            return Rejected(record.row, record.line, "", "invalid", reason)
         values: list[str] = []
         problem = None
         for name in self._placeholders:
