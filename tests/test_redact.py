@@ -89,3 +89,10 @@ async def test_an_authorization_header_echoed_bare_reaches_no_ledger_nor_event(t
         assert echoed not in ledger
         assert echoed not in repr(events)
     assert ledger.count(f"credential {MASK} is revoked") == 3
+
+
+def test_parameter_values_of_a_header_are_masked_each() -> None:
+    redact = Redactor(["sid=c00kie-v4l; lang=en", 'Digest username="svc", response="6629fae49393a053"'])
+    assert redact("session c00kie-v4l expired") == f"session {MASK} expired"
+    assert redact("response 6629fae49393a053 wrong for svc") == f"response {MASK} wrong for {MASK}"
+    assert redact("lang en") == "lang en"  # too short to mask

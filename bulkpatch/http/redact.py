@@ -5,7 +5,8 @@ it into a file or a terminal. Every known secret — the bearer token, the OAuth
 each token it yields, the ``-H`` values — is replaced by ``***`` in every shape it may come back in:
 
 * as given, and, for a header value such as ``Bearer T`` or ``Basic dXNlcjpwdw==``, the bare
-  credential after the scheme (and what a Basic credential decodes to: ``user:pw`` and ``pw``);
+  credential after the scheme (and what a Basic credential decodes to: ``user:pw`` and ``pw``),
+  and each value of ``name=value`` parameters (``Cookie: sid=S``, ``Digest response="R"``);
 * base64-encoded (standard or URL-safe alphabet, with or without padding);
 * percent-encoded with any set of characters left as they are (``quote(s, safe='')``,
   ``quote(s)`` which keeps ``/``, ``quote_plus``, lower-case hex), or with ``/`` escaped as
@@ -25,6 +26,7 @@ MASK = "***"
 _SHORTEST = 3
 #: ``scheme credentials`` in a header value (RFC 9110's auth-scheme is a token)
 _SCHEME = re.compile(r"([A-Za-z0-9!#$%&'*+.^_`|~-]+)[ \t]+(\S.*)", re.DOTALL)
+_PARAM = re.compile(r"""[^\s=;,]+=(?:"([^"]*)"|([^\s;,"]+))""")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
@@ -49,6 +51,10 @@ class Redactor:
             credentials = scheme.group(2).strip()
             values.add(credentials)
             values.update(_basic(credentials) if scheme.group(1).lower() == "basic" else ())
+            value = credentials
+        # name=value parameters (a Cookie, Digest's response="…"): each value is a secret too.
+        for param in _PARAM.finditer(value):
+            values.add(param.group(1) or param.group(2))
         forms = set()
         for one in values:
             forms.add(one)
