@@ -360,3 +360,15 @@ def test_failed_out_refuses_stdout_and_devices_in_one_line(tmp_path: Path, out: 
     with pytest.raises(ConfigError, match="--failed-out needs a file name"):
         write_failed(ledger_for(source, failed(1, "w1")), out)
     assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+@pytest.mark.parametrize("target", ["other.ledger.jsonl", "state.db"])
+def test_failed_out_refuses_another_chains_ledger_or_a_state(tmp_path: Path, target: str) -> None:
+    source = csv_input(tmp_path, "in.csv", ["w1,a"])
+    ledger = ledger_for(source, failed(1, "w1"))
+    out = tmp_path / target
+    out.write_bytes(b"SQLite format 3\x00" if target == "state.db" else b'{"type":"header","input":{}}\n')
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match="pick another name"):
+        write_failed(ledger, str(out))
+    assert out.read_bytes() == before

@@ -210,8 +210,8 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
     existing snapshot is never replaced unless --overwrite-snapshot: keep the one made before
     the run.
     """
-    from bulkpatch.ops.output import refuse_to_replace
     from bulkpatch.ops.plan import plan_rows
+    from bulkpatch.records.guard import refuse_to_replace
 
     options = _options(input, fmt, "PATCH", kw)
     snapshot = snapshot or _default_snapshot(input)

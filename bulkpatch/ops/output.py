@@ -4,10 +4,8 @@ that bulkpatch must not change.
 A file is written to a temporary name beside it (created, never reused: a user's ``FILE.part``
 is left alone) and renamed over the target once complete, so that a failed export leaves the old
 file as it was. ``plan --snapshot`` may be given the input itself, or its ledger, by a slip of
-the keyboard; ``--overwrite-snapshot`` replaced the 2,000-row input with a 45-row rollback. So
-a target is refused when it is a file the write must not replace: one of the paths the caller
-protects (the input, its ledger), a ledger or a SQLite sync state by its content, or — for a
-snapshot — an input that has a ledger beside it (its rows are numbered by that ledger).
+the keyboard (``--overwrite-snapshot`` once replaced a 2,000-row input with a 45-row rollback):
+``records/guard.py`` says which targets are refused.
 """
 
 from __future__ import annotations
@@ -20,12 +18,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import IO, cast
 
-import orjson
-
 from bulkpatch.errors import ConfigError
-
-_SQLITE = b"SQLite format 3\x00"
-_LEDGER_SUFFIX = ".ledger.jsonl"
+from bulkpatch.records.guard import refuse_to_replace
 
 
 class Output:
@@ -73,47 +67,3 @@ class Output:
         else:
             with contextlib.suppress(OSError):
                 os.unlink(self._part)
-
-
-def refuse_to_replace(option: str, path: str, protect: Sequence[str], *, run_inputs: bool = True) -> None:
-    """``ConfigError`` when writing ``path`` would replace a file it must not (see the module)."""
-    for other in protect:
-        if other and other != "-" and _same_file(path, other):
-            raise ConfigError(f"{option} {path!r} is {other!r}, which this command reads; pick another name")
-    if not os.path.exists(path):
-        return
-    head = _head(path)
-    if head.startswith(_SQLITE):
-        raise ConfigError(f"{option} {path!r} is a SQLite database (a sync state?); pick another name")
-    if path.endswith(_LEDGER_SUFFIX) or _is_ledger(head):
-        raise ConfigError(f"{option} {path!r} is a bulkpatch ledger; pick another name")
-    if not run_inputs and os.path.exists(path + _LEDGER_SUFFIX):
-        raise ConfigError(
-            f"{option} {path!r} is the input of the ledger {path + _LEDGER_SUFFIX!r} (it was run);"
-            " move it away or pick another name"
-        )
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # a hard link
-    except OSError:
-        return False
-
-
-def _head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.readline(64 * 1024)
-    except OSError:
-        return b""
-
-
-def _is_ledger(first_line: bytes) -> bool:
-    try:
-        record = orjson.loads(first_line)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(record, dict) and record.get("type") == "header" and "input" in record

@@ -20,6 +20,7 @@ import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.chain import LedgerPath, distinct, latest, parse_row, source_of
+from bulkpatch.records.guard import refuse_to_replace, same_file
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.stats import Tally
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY
@@ -96,8 +97,9 @@ def write_failed(
 
 
 def _refuse_own_chain(out: str, chain: list[str]) -> None:
+    refuse_to_replace("--failed-out", out, ())  # another chain's ledger, a sync state
     for path in chain:
-        if _same_file(out, path):
+        if same_file(out, path):
             raise ConfigError(
                 f"--failed-out {out!r} is a file of this report's own chain ({path}); pick another name"
             )
@@ -105,15 +107,6 @@ def _refuse_own_chain(out: str, chain: list[str]) -> None:
         raise ConfigError(
             f"--failed-out {out!r} is the input of the ledger {out + '.ledger.jsonl'!r}; pick another name"
         )
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # a hard link
-    except OSError:
-        return False
 
 
 def _common_header(inputs: list[InputFile]) -> list[str] | None:
