@@ -107,3 +107,25 @@ def test_export_refuses_a_ledger_or_a_state_but_refreshes_an_input(tmp_path: Pat
     inventory = write(tmp_path / "inventory.csv", "workload_id\n")
     write(tmp_path / "inventory.csv.ledger.jsonl", LEDGER_HEADER)
     Output(str(inventory))  # the nightly export writes over the input it ran last night
+
+
+@pytest.mark.parametrize("target", ["a-directory", "/dev/null", "-"])
+def test_plan_refuses_a_snapshot_that_is_no_regular_file(
+    tmp_path: Path, mock: ThreadedMock, target: str
+) -> None:
+    source = plan_input(tmp_path)
+    (tmp_path / "a-directory").mkdir()
+    where = str(tmp_path / target) if target == "a-directory" else target
+    args = ["plan", str(source), "--snapshot", where, "--overwrite-snapshot", "--base-url", mock.url]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "--snapshot" in result.stderr and "Traceback" not in result.output
+    assert mock.api.counters.requests == 0
+
+
+def test_an_output_through_a_symbolic_link_replaces_the_file_and_keeps_the_link(tmp_path: Path) -> None:
+    real = write(tmp_path / "real.csv", "old\n")
+    (tmp_path / "link.csv").symlink_to(real)
+    with Output(str(tmp_path / "link.csv")) as out:
+        out.write(b"new\n")
+    assert (tmp_path / "link.csv").is_symlink() and real.read_text() == "new\n"

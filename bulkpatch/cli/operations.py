@@ -215,6 +215,8 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
 
     options = _options(input, fmt, "PATCH", kw)
     snapshot = snapshot or _default_snapshot(input)
+    if snapshot == "-":
+        raise ConfigError("--snapshot needs a file name: the plan itself goes to stdout")
     if snapshot:
         refuse_to_replace("--snapshot", snapshot, (input, f"{input}.ledger.jsonl"), run_inputs=False)
     if snapshot and os.path.exists(snapshot) and not overwrite_snapshot:

@@ -36,6 +36,7 @@ class Output:
         if path != "-":
             refuse_to_replace(option, path, protect, run_inputs=run_inputs)
         self._part: str | None = None
+        self._target = path
         self._raw: IO[bytes] | None = None
         self.stream: IO[bytes]
 
@@ -43,7 +44,9 @@ class Output:
         if self.path == "-":
             self.stream = sys.stdout.buffer
             return self.stream
-        folder, name = os.path.split(os.path.abspath(self.path))
+        # Through a symbolic link: the file it names is replaced, the link stays.
+        self._target = os.path.realpath(self.path)
+        folder, name = os.path.split(self._target)
         try:
             fd, self._part = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
         except OSError as exc:
@@ -63,7 +66,7 @@ class Output:
             self.stream.close()
         self._raw.close()
         if kind is None:
-            os.replace(self._part, self.path)
+            os.replace(self._part, self._target)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(self._part)

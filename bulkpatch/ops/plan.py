@@ -82,6 +82,8 @@ async def plan_rows(
 ) -> PlanResult:
     """Compare every row of ``options.input`` with the live workloads; write the rollback."""
     check_plannable(options)
+    if snapshot == "-":
+        raise ConfigError("--snapshot needs a file name: the plan itself goes to stdout")
     reader = LiveReader.for_options(options, transport, auth=auth, notice=notice, body_limit=body_limit)
     result = PlanResult(snapshot=snapshot)
     input_format = detect_format(options.input, options.format)

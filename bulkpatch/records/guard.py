@@ -27,6 +27,11 @@ def refuse_to_replace(option: str, path: str, protect: Sequence[str], *, run_inp
             raise ConfigError(f"{option} {path!r} is {other!r}, which this command reads; pick another name")
     if not os.path.exists(path):
         return
+    if not os.path.isfile(path):
+        # Renamed over, a directory fails and a device's node (/dev/stdout) would be replaced.
+        raise ConfigError(
+            f"{option} {path!r} is not a regular file (a directory, a device or a pipe); pick another name"
+        )
     head = _head(path)
     if head.startswith(_SQLITE):
         raise ConfigError(f"{option} {path!r} is a SQLite database (a sync state?); pick another name")
