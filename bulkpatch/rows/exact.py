@@ -20,7 +20,8 @@ import orjson
 #: -2**63 itself is refused too, as some readers negate it)
 INT_LOW, INT_HIGH = -(2**63), 2**64
 # What a body that serialised must be searched for: NaN/inf came out as null, or the lowest int.
-_SUSPECT = (b"null", str(INT_LOW).encode())
+#: the lowest 64-bit integer as orjson writes it
+LOWEST = str(INT_LOW).encode()
 _SHOWN = 40
 
 
@@ -28,9 +29,9 @@ def dumps_exact(body: dict[str, Any]) -> bytes:
     """``body`` as JSON bytes; ``ValueError`` names the first field JSON cannot carry exactly."""
     try:
         out = orjson.dumps(body)
-    except TypeError:  # orjson.JSONEncodeError
-        raise ValueError(inexact(body) or "the body is not JSON") from None
-    if any(s in out for s in _SUSPECT):
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise ValueError(inexact(body) or f"not JSON: {exc}") from None
+    if b"null" in out or LOWEST in out:
         problem = inexact(body)
         if problem is not None:
             raise ValueError(problem)

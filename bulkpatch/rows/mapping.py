@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from bulkpatch.errors import ConfigError
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
-from bulkpatch.rows.exact import INT_HIGH, INT_LOW, dumps_exact, is_text, shown, writable
+from bulkpatch.rows.exact import INT_HIGH, INT_LOW, LOWEST, inexact, is_text, shown, writable
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import WORKLOAD_FIELDS, Schema, validator_for
 
@@ -218,10 +220,17 @@ class Mapper:
             if self.method == "PATCH":
                 return Rejected(record.row, record.line, key, "skipped", "no fields to update")
         try:
-            # A value JSON cannot carry exactly (NaN, a set, a lone surrogate...) makes its row invalid.
-            data = dumps_exact(self._validate(body))
+            body = self._validate(body)
+            data = orjson.dumps(body)
         except ValueError as exc:
             return Rejected(record.row, record.line, key, "invalid", str(exc))
+        except TypeError as exc:  # orjson's: a set, bytes, a lone surrogate, nesting too deep...
+            return Rejected(record.row, record.line, key, "invalid", inexact(body) or f"not JSON: {exc}")
+        # A value JSON cannot carry exactly makes its row invalid (exact.py; inlined: once a row).
+        if b"null" in data or LOWEST in data:
+            problem = inexact(body)
+            if problem is not None:
+                return Rejected(record.row, record.line, key, "invalid", problem)
         return Request(record.row, record.line, key, path, data)
 
     def _csv_body(self, fields: dict[str, Any]) -> dict[str, Any]:

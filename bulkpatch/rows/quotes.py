@@ -24,53 +24,54 @@ from bulkpatch.errors import MalformedInput
 #: left open
 MAX_SPAN = 1 << 20
 #: the marker line handed to csv.reader after the last line of the file
-_END = "\ufdd0bulkpatch:end-of-file\ufdd0"
+END = "\ufdd0bulkpatch:end-of-file\ufdd0"
 
 
 class QuoteWatch:
-    """The lines of a CSV text, for ``csv.reader``; call ``start_record`` before each record."""
+    """The lines of a CSV text, for ``csv.reader``. Before each record, set ``start`` to the lines
+    read so far (``reader.line_num``); after it, ``at_end(values)`` tells the marker record."""
 
     def __init__(self, lines: Iterable[str], name: str, *, limit: int | None = None) -> None:
         self._lines = lines
         self._name = name
         self._limit = MAX_SPAN if limit is None else limit
-        #: lines handed out so far
-        self.line = 0
-        self._start = 0
-        self._span = 0
-        self._odd = False
+        #: lines read before the record being read
+        self.start = 0
+        self._record = 0
         self._opened = 0
 
     def __iter__(self) -> Iterator[str]:
-        for line in self._lines:
-            self.line += 1
+        # Locals, not attributes, on this path: it runs once per line of the file.
+        limit = self._limit
+        span = 0
+        start = -1
+        odd = False
+        for line_no, line in enumerate(self._lines, start=1):
+            if self.start != start:  # the first line of a record
+                start, span, odd = self.start, 0, False
             # Where the quote opened: the last line after which the record's quotes are odd.
             if '"' in line and line.count('"') & 1:
-                self._odd = not self._odd
-                if self._odd:
-                    self._opened = self.line
-            self._span += len(line)
-            if self._span > self._limit and self.line > self._start + 1:
+                odd = not odd
+                if odd:
+                    self._opened = line_no
+            span += len(line)
+            if span > limit and line_no > start + 1:
+                self._record = start
                 raise MalformedInput(
                     f"{self._name}: line {self._where()}: a quoted field opened there runs on across lines"
-                    f" past {self._limit:,} characters; a quote left open? Nothing from that line on was"
+                    f" past {limit:,} characters; a quote left open? Nothing from that line on was"
                     " sent (fix the quote; for values that long, use JSON Lines)"
                 )
             yield line
-        yield _END
-
-    def start_record(self) -> None:
-        """The next line read starts a record."""
-        self._start = self.line
-        self._span = 0
-        self._odd = False
+        self._record = max(start, 0)
+        yield END
 
     def at_end(self, values: list[str]) -> bool:
         """True for the marker record (the file is done); ``MalformedInput`` when the marker ended
         up inside a field, that is when the file ended inside a quoted field."""
-        if not values or not values[-1].endswith(_END):
+        if not values or not values[-1].endswith(END):
             return False
-        if len(values) == 1 and values[0] == _END:
+        if len(values) == 1 and values[0] == END:
             return True
         raise MalformedInput(
             f"{self._name}: line {self._where()}: a quoted field opened there is never closed (it runs"
@@ -78,4 +79,4 @@ class QuoteWatch:
         )
 
     def _where(self) -> int:
-        return self._opened if self._opened > self._start else self._start + 1
+        return self._opened if self._opened > self._record else self._record + 1

@@ -15,7 +15,6 @@ import gzip
 import io
 import json
 import os
-import re
 import stat
 import sys
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
@@ -27,13 +26,15 @@ from typing import IO, Any, cast
 import orjson
 
 from bulkpatch.errors import ConfigError, InputError
-from bulkpatch.rows.quotes import QuoteWatch
+from bulkpatch.rows.quotes import END, QuoteWatch
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # orjson reads an integer beyond 64 bits as an inexact float: a line with a run of 19 digits is
 # read again by the standard parser, whose integers are exact (the mapper then refuses them).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
+# Found as 19 zeros once every digit reads 0: a C pass per line, four times quicker than a regex.
+_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN = b"0" * 19
 
 # Python's csv module refuses fields over 128 KiB by default; a workload's attributes can be larger.
 csv.field_size_limit(2**31 - 1)
@@ -187,7 +188,7 @@ class InputFile:
             if type(value) is not dict:
                 yield Record(row, line_no, None, f"expected a JSON object, got {_json_kind(value)}", raw)
                 continue
-            if _LONG_DIGITS(line) is not None:
+            if _NINETEEN in line.translate(_AS_ZEROS):
                 value = _exact_ints(line, value)
             yield Record(row, line_no, value, None, raw)
 
@@ -206,10 +207,10 @@ class InputFile:
         row = 0
         last_line = reader.line_num
         while True:
-            watch.start_record()
+            watch.start = last_line
             try:
                 values = next(reader)
-                if watch.at_end(values):
+                if values and values[-1].endswith(END) and watch.at_end(values):
                     return
             except StopIteration:
                 return
