@@ -148,3 +148,13 @@ async def test_a_transform_failing_with_a_lone_surrogate_in_its_message_is_recor
         on_result=results.append,
     )
     assert [r.error for r in results] == ["transform failed: ValueError: bad \\udcff byte"]
+
+
+def test_a_jsonl_integer_of_hundreds_of_digits_is_refused_not_rounded(tmp_path: Path) -> None:
+    lines = tmp_path / "long.jsonl"
+    lines.write_text('{"id":"v1","x":[-' + "7" * 300 + ']}\n{"id":"v2","x":12345678901234567890.5}\n')
+    outcome = dry_run(RunOptions(input=str(lines), schema="any", path="/things/{id}", dry_run=True))
+    bits = int("7" * 300).bit_length()
+    reason = f"x[0]: integer out of range (beyond 64 bits) ({bits:,} bits)"
+    assert [r.reason for r in outcome.rejected] == [reason]
+    assert outcome.tally.by_status[Status.OK] == 1  # a float with 20 digits is a float: sent as before

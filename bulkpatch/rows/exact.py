@@ -6,11 +6,13 @@ not a string or text holding a lone surrogate. Rows come from pandas (NaN in eve
 from code and from typed CSV cells (``tags:json`` holding ``"\\ud800"`` or ``1e999``): such a
 value must make its own row ``invalid``, naming the field, and never change into another value
 nor stop the run. The common body costs one serialisation and two substring searches; only a body
-that failed or that may hide such a value is walked to find the field.
+that failed or that may hide such a value is walked to find the field. JSON Lines integers beyond
+64 bits, which orjson reads as rounded floats, are read again exactly so that they are refused too.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -23,6 +25,11 @@ INT_LOW, INT_HIGH = -(2**63), 2**64
 #: the lowest 64-bit integer as orjson writes it
 LOWEST = str(INT_LOW).encode()
 _SHOWN = 40
+# orjson reads an integer beyond 64 bits as an inexact float: a JSON Lines line with a run of 19
+# digits is read again by the standard parser, whose integers are exact (the mapper then refuses
+# them). Found as 19 zeros once every digit reads 0: a C pass a line, 4x quicker than a regex.
+_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN = b"0" * 19
 
 
 def dumps_exact(body: dict[str, Any]) -> bytes:
@@ -103,3 +110,25 @@ def _at(where: str) -> str:
 
 def _clip(text: str) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def may_hold_long_ints(line: bytes) -> bool:
+    """Whether a JSON text has a run of 19 digits (an integer orjson may have read inexactly)."""
+    return _NINETEEN in line.translate(_AS_ZEROS)
+
+
+def with_exact_ints(line: bytes, value: dict[str, Any]) -> dict[str, Any]:
+    """``line`` parsed with its integers exact; ``value`` (orjson's reading) if that fails."""
+    try:
+        exact = json.loads(line, parse_int=_int)
+    except ValueError:
+        return value
+    return exact if type(exact) is dict else value
+
+
+def _int(text: str) -> int:
+    # Past Python's 4,300-digit limit for int(): the same leading digits and length (refused all
+    # the same, as beyond 64 bits).
+    if len(text) <= 4000:
+        return int(text)
+    return int(text[:40]) * int(10 ** (len(text) - 40))
