@@ -7,6 +7,7 @@ Everything raised on purpose derives from one root::
     ├── AuthError          the token endpoint refused or failed: exit 2
     │   └── CredentialsRejected  the API answered 401 (or 403 before any success): exit 2
     ├── InputError         the input file broke off mid-way (truncated gzip, I/O error): exit 1
+    │   └── MalformedInput a CSV quote never closed: the rest of the file is no rows: exit 2
     ├── LedgerError        the ledger cannot be written (disk full): the run stops, exit 1
     ├── RunStopped         every row left would fail: the run stops early, exit 1
     │   ├── ApiUnreachable the API could not be reached for longer than --max-outage
@@ -46,6 +47,11 @@ class CredentialsRejected(AuthError):
 
 class InputError(BulkPatchError):
     """The input could not be read past some row; the rows before it were processed."""
+
+
+class MalformedInput(InputError):
+    """The input cannot be split into rows past some line (a CSV quote that never closes); the
+    rows before it were processed, none after it was sent."""
 
 
 class LedgerError(BulkPatchError):

@@ -23,8 +23,9 @@ from bulkpatch.api import blocking
 from bulkpatch.engine.assembly import transport_for
 from bulkpatch.errors import ConfigError
 from bulkpatch.http.transport import Transport
-from bulkpatch.ops.export import ExportResult, Output, export_workloads, parse_columns
+from bulkpatch.ops.export import ExportResult, export_workloads, parse_columns
 from bulkpatch.ops.live import READ_LIMIT, LiveReader, list_filters
+from bulkpatch.ops.output import Output
 from bulkpatch.ops.plan import PlanResult, plan_rows
 from bulkpatch.ops.verify import VerifyResult, verify_rows
 from bulkpatch.options import Headers, RunOptions, parse_headers
@@ -71,6 +72,8 @@ async def plan_async(
         ledger=os.devnull,
     )
     where = os.fspath(snapshot) if snapshot is not None else None
+    if where == "-":
+        raise ConfigError("--snapshot needs a file name: the plan itself goes to stdout")
     if where and not overwrite_snapshot:
         _keep(where)
     async with _reading(options, transport) as through:
@@ -179,7 +182,7 @@ async def export_async(
         reader = LiveReader.for_options(
             options, through, notice=notice, page_size=page_size, body_limit=READ_LIMIT
         )
-        with Output(path) as out:
+        with Output(path, option="--output") as out:
             return await export_workloads(
                 reader, out, fmt=chosen, columns=picked, filters=filters, on_progress=on_progress
             )

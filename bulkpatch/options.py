@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from bulkpatch.defaults import DEFAULT_PATH
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.resume import RetryFailed
@@ -76,9 +78,9 @@ class RunOptions:
         if not self.dry_run and not self.base_url:
             raise ConfigError("--base-url (or BULKPATCH_BASE_URL) is required")
         if self.base_url:
-            check_url("--base-url", self.base_url)
+            object.__setattr__(self, "base_url", check_url("--base-url", self.base_url))
         if self.token_url:
-            check_url("--token-url", self.token_url)
+            object.__setattr__(self, "token_url", check_url("--token-url", self.token_url))
         object.__setattr__(self, "method", self.method.upper())
         if self.method not in _METHODS:
             raise ConfigError(f"--method must be one of {', '.join(sorted(_METHODS))}")
@@ -211,13 +213,15 @@ class RunOptions:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
+_DIGITS = re.compile(r"\s*[0-9]{1,9}\s*").fullmatch
 #: what stands before the last "@" of an authority: user and password, never to be echoed
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?/*)[^/?#]*@")
 
 
-def check_url(option: str, url: str) -> None:
-    """Refuse anything but an absolute http(s) URL with a host, a valid port, and no credentials,
-    query or fragment. The URL is echoed in the error only with any credentials masked."""
+def check_url(option: str, url: str) -> str:
+    """Refuse anything but an absolute http(s) URL with a valid host name, a valid port, and no
+    credentials, query or fragment; return it in ASCII (an IDN host in punycode). The URL is echoed
+    in the error only with any credentials masked."""
     shown = safe_url(url)
     if _CONTROL(url) or " " in url.strip():
         raise ConfigError(f"{option} must be a URL without spaces or control characters")
@@ -234,6 +238,26 @@ def check_url(option: str, url: str) -> None:
         raise ConfigError(f"{option} has port 0 ({shown})")
     if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         raise ConfigError(f"{option} must not have a ?query or #fragment ({shown}); put paths in --path")
+    return _ascii_url(option, url, shown)
+
+
+def _ascii_url(option: str, url: str, shown: str) -> str:
+    """``url`` as the client sends it; a host name that the IDNA codec refuses (an empty label as
+    in ``a..b``, a label over 63 characters, an ``xn--`` label that is not punycode) would end
+    the first request in a UnicodeError: refuse it now."""
+    try:
+        encoded = URL(url.strip())
+        host = encoded.raw_host or ""
+        if not encoded.is_absolute() or ":" in host:  # an IPv6 address: no labels to check
+            return url
+        host.encode("idna")  # what the resolver does
+        URL(str(encoded), encoded=True).host  # what the client does  # noqa: B018
+    except (UnicodeError, ValueError):
+        raise ConfigError(
+            f"{option} has an invalid host name ({shown}): each dot-separated part must be 1 to 63"
+            " characters, and one starting xn-- valid punycode"
+        ) from None
+    return url if url.isascii() else str(encoded)
 
 
 def safe_url(url: str) -> str:
@@ -246,15 +270,20 @@ def parse_shard(text: str, environ: dict[str, str] | None = None) -> tuple[int, 
     Indexed Job sets it in each pod)."""
     k_text, sep, n_text = text.partition("/")
     if not sep:
-        k_text, n_text = (environ or {}).get("JOB_COMPLETION_INDEX", ""), text
+        n_text = text
+    if not _DIGITS(n_text) or (sep and not _DIGITS(k_text)):
+        raise ConfigError(f"--shard takes K/N (e.g. 0/4) or N, got {text!r}")
+    if not sep:
+        k_text = (environ or {}).get("JOB_COMPLETION_INDEX", "")
         if not k_text:
             raise ConfigError(
                 "--shard N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); else --shard K/N"
             )
-    try:
-        return int(k_text), int(n_text)
-    except ValueError:
-        raise ConfigError(f"--shard takes K/N (e.g. 0/4) or N, got {text!r}") from None
+        if not _DIGITS(k_text):
+            raise ConfigError(
+                f"JOB_COMPLETION_INDEX must be a number (the shard K of --shard N), got {k_text!r}"
+            )
+    return int(k_text), int(n_text)
 
 
 def parse_header(text: str) -> tuple[str, str]:

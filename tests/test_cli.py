@@ -290,7 +290,7 @@ def test_report_markdown_to_a_file_and_the_notes_to_stderr(tmp_path: Path) -> No
     [
         # "--markdown" takes the next word for its FILE: never a ledger of the chain.
         (["--markdown", "{ledger}", "{ledger}"], "is a file of this report's own chain"),
-        (["--markdown", "{other}", "{ledger}"], "is a ledger"),
+        (["--markdown", "{other}", "{ledger}"], "is a bulkpatch ledger"),
         (["--html", "{source}", "{ledger}"], "is a file of this report's own chain"),
         (["{ledger}", "--markdown", "--json"], "--json and --markdown both print"),
     ],

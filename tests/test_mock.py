@@ -323,3 +323,18 @@ async def test_serve_until_stopped_saves_the_store_on_sigterm_and_sigint(
     assert proc.returncode == 0, err.decode()
     items = [orjson.loads(line) for line in saved.read_bytes().splitlines()]
     assert len(items) == 3
+
+
+def test_the_persisted_store_is_private_and_no_file_beside_it_is_touched(tmp_path: Path) -> None:
+    from bulkpatch.mock.store import WorkloadStore, sample_workloads
+
+    saved = tmp_path / "store.jsonl"
+    saved.write_text("old\n")
+    saved.chmod(0o644)
+    mine = tmp_path / "store.jsonl.tmp"
+    mine.write_text("mine\n")
+    WorkloadStore(sample_workloads(3), persist=str(saved)).save()
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert len(saved.read_text().splitlines()) == 3
+    assert mine.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.jsonl", "store.jsonl.tmp"]

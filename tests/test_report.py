@@ -204,7 +204,14 @@ def test_failed_out_jsonl_adds_an_object_and_keeps_the_rows_spelling(tmp_path: P
     assert orjson.loads(lines[2]) == {
         "_bulkpatch": {"status": "failed", "http_status": 404, "error": results[2].error, "row": 3}
     }
-    assert lines[3] == "not json"
+    # not JSON: carried by the note, tied to its row (copied bare, a chain counted it twice)
+    assert orjson.loads(lines[3])["_bulkpatch"] == {
+        "status": "failed",
+        "http_status": 404,
+        "error": results[3].error,
+        "row": 4,
+        "raw": "not json",
+    }
     assert orjson.loads(lines[4])["_bulkpatch"]["http_status"] == 503
 
 
@@ -310,3 +317,79 @@ async def test_failed_out_never_copies_a_row_of_an_input_that_changed_since(tmp_
     await Run(RunOptions(input=str(fix), base_url=API), transport=MockTransport(api)).execute()
     tally = summarise(ledger, f"{fix}.ledger.jsonl")
     assert api.names.get("w2") == "b" or tally.bad
+
+
+# --- hand-edited ledgers and chains with unreadable rows ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"ms": 1e308}, {"ms": 1.7976931348623157e308}, {"attempts": 2**64 - 1}, {"status": ["failed"]}],
+)
+def test_a_hand_edited_record_never_crashes_a_report(tmp_path: Path, edit: dict[str, object]) -> None:
+    from click.testing import CliRunner
+
+    from bulkpatch.cli.main import cli
+
+    source = csv_input(tmp_path, "in.csv", ["w1,a", "w2,b"])
+    edited = {**orjson.loads(failed(1, "w1").to_json()), **edit}
+    ledger = ledger_for(source, orjson.dumps(edited), failed(2, "w2"), failed(2, "w2"))
+    for args in ([], ["--json"], ["--failed-out", str(tmp_path / "fix.csv")]):
+        result = CliRunner().invoke(cli, ["report", str(ledger), *args], catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+    assert summarise(ledger).latency.count <= 2
+
+
+async def chained_report(tmp_path: Path, source: Path, fix_name: str) -> tuple[int, int]:
+    """(invalid, failed) over the first run and the run of its fix file, where every row fails."""
+    import bulkpatch
+    from bulkpatch.testing import MockTransport, Response
+
+    def refuse(request: object) -> Response:
+        return Response(404, None, b"not found")
+
+    transport = MockTransport(refuse)
+    first = await bulkpatch.run_async(str(source), base_url="https://api.test", transport=transport)
+    fix = tmp_path / fix_name
+    write_failed(first.ledger_path, str(fix))
+    second = await bulkpatch.run_async(str(fix), base_url="https://api.test", transport=transport)
+    tally = summarise(first.ledger_path, second.ledger_path)
+    return tally.by_status[Status.INVALID], tally.by_status[Status.FAILED]
+
+
+async def test_a_jsonl_line_that_is_not_json_counts_once_in_a_chain(tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "in.jsonl",
+        '{"workload_id": "w1", "name": "a"}\n{"workload_id": "w2", "name": \n[1, 2]\n{"workload_id": "w3"}\n',
+    )
+    assert await chained_report(tmp_path, source, "fix.jsonl") == (2, 1)  # w3: skipped
+    lines = (tmp_path / "fix.jsonl").read_text().splitlines()
+    assert orjson.loads(lines[1])["_bulkpatch"]["raw"] == '{"workload_id": "w2", "name": '
+    assert orjson.loads(lines[1])["_bulkpatch"]["row"] == 2
+
+
+async def test_a_csv_row_of_the_wrong_width_counts_once_in_a_chain(tmp_path: Path) -> None:
+    source = csv_input(tmp_path, "in.csv", ["w1,a", "w2,b,extra", "w3"])
+    assert await chained_report(tmp_path, source, "fix.csv") == (2, 1)
+
+
+@pytest.mark.parametrize("out", ["-", "/dev/null", "fifo"])
+def test_failed_out_refuses_stdout_and_devices_in_one_line(tmp_path: Path, out: str) -> None:
+    source = csv_input(tmp_path, "in.csv", ["w1,a"])
+    if out == "fifo":
+        os.mkfifo(out := str(tmp_path / "fifo"))
+    with pytest.raises(ConfigError, match="--failed-out needs a file name"):
+        write_failed(ledger_for(source, failed(1, "w1")), out)
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+@pytest.mark.parametrize("target", ["other.ledger.jsonl", "state.db"])
+def test_failed_out_refuses_another_chains_ledger_or_a_state(tmp_path: Path, target: str) -> None:
+    source = csv_input(tmp_path, "in.csv", ["w1,a"])
+    ledger = ledger_for(source, failed(1, "w1"))
+    out = tmp_path / target
+    out.write_bytes(b"SQLite format 3\x00" if target == "state.db" else b'{"type":"header","input":{}}\n')
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match="pick another name"):
+        write_failed(ledger, str(out))
+    assert out.read_bytes() == before

@@ -87,6 +87,12 @@ async def test_gives_up_after_max_attempts() -> None:
     assert len(transport.requests) == 4
 
 
+async def test_one_attempt_given_up_reads_in_the_singular() -> None:
+    transport = MockTransport(lambda _: Response(503, None, b"busy"))
+    result = await sender(transport, FakeClock(), max_attempts=1).send(REQUEST)
+    assert result.error == "HTTP 503: busy (gave up after 1 attempt)"
+
+
 async def test_retry_after_is_honoured_before_the_next_attempt() -> None:
     clock = FakeClock()
     transport = script(Response(429, "7", b""), Response(204, None, b""))

@@ -6,7 +6,7 @@ its metrics file and webhook, before it lets the exception go on.
 
 from __future__ import annotations
 
-from bulkpatch.errors import AuthError, ConfigError
+from bulkpatch.errors import AuthError, ConfigError, MalformedInput
 
 #: usage, configuration, credentials: nothing (more) was sent
 EXIT_USAGE = 2
@@ -15,8 +15,9 @@ EXIT_INTERRUPTED = 130
 
 
 def exit_status(error: BaseException) -> int:
-    """2 for configuration and credentials, 130 for an interrupt, 1 for anything else."""
-    if isinstance(error, ConfigError | AuthError):
+    """2 for configuration, credentials and an input that cannot be read as one (an unclosed
+    quote), 130 for an interrupt, 1 for anything else."""
+    if isinstance(error, ConfigError | AuthError | MalformedInput):
         return EXIT_USAGE
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED

@@ -17,10 +17,12 @@ import click
 import orjson
 
 from bulkpatch.cli.environment import credentials
+from bulkpatch.cli.terminal import print_safely
 from bulkpatch.event_loop import run_loop
 
 if TYPE_CHECKING:  # the engine is imported when a command runs, not for --help
     from bulkpatch.ops.plan import PlanResult
+    from bulkpatch.ops.verify import VerifyResult
 
 _CLIP = 60
 
@@ -171,7 +173,8 @@ def plan(input: str, fmt: str | None, snapshot: str | None, overwrite_snapshot: 
         )
     )
     ticker.done()
-    _print_plan(result, input, connection["base_url"])
+    # `plan … | head -1`: a reader that goes away changes neither the plan nor its exit status.
+    print_safely(lambda: _print_plan(result, input, connection["base_url"]))
     return 0
 
 
@@ -234,8 +237,13 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     connection = _connection(kw)
     result = run_loop(verify_async(input, format=fmt, notice=warn, on_progress=ticker, **connection))
     ticker.done()
+    # `verify … | head -1`: a reader that goes away changes neither the check nor its exit status.
+    print_safely(lambda: _print_verify(result, input, connection["base_url"]))
+    return result.exit_code
+
+
+def _print_verify(result: VerifyResult, input: str, base_url: str | None) -> None:
     echo = click.echo
-    base_url = connection["base_url"]
     echo(f"verify: {result.rows:,} rows of {input} against {base_url} ({_gets(result.requests)})")
     echo(f"  = {result.matching:,} match")
     echo(f"  ~ {result.drifted:,} differ")
@@ -244,4 +252,3 @@ def verify(input: str, fmt: str | None, **kw: Any) -> int:
     echo(f"  ! {result.not_found:,} not found{': ' + ', '.join(result.missing) if result.missing else ''}")
     if result.not_checked:
         echo(f"  - {result.not_checked:,} invalid or empty rows not checked")
-    return result.exit_code

@@ -83,7 +83,8 @@ def report(
         else:
             print_safely(lambda: print_report(Stdout(), tally, ledgers))
         # Markdown on stdout goes into a ticket as it is: the notes go to stderr then.
-        notes = [f"wrote {written:,} rows to {failed_out}"] if written is not None else []
+        rows = "row" if written == 1 else "rows"
+        notes = [f"wrote {written:,} {rows} to {failed_out}"] if written is not None else []
         notes += [f"wrote the {kind} report to {path}" for kind, path in written_to]
         if notes:
             print_safely(lambda: click.echo("\n".join(notes), err=markdown is not None))

@@ -133,7 +133,7 @@ class Sender:
             )
         error = last.error or "failed"
         if last.retryable:
-            error = f"{error} {GAVE_UP} {attempts} attempts)"
+            error = f"{error} {GAVE_UP} {attempts} attempt{'' if attempts == 1 else 's'})"
         return RowResult(
             request.row, request.line, request.key, Status.FAILED, last.status, sent, error, ms, request.fp
         )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import os
 import random
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -178,11 +180,19 @@ class WorkloadStore:
         """Write the store to its persistence file, if it has one (atomically)."""
         if not self._persist:
             return
-        tmp = f"{self._persist}.tmp"
-        with open(tmp, "wb") as f:
-            for workload in self._items.values():
-                f.write(orjson.dumps(workload) + b"\n")
-        os.replace(tmp, self._persist)
+        # Private (0600) like every file bulkpatch writes: the store is a tenant's inventory. A
+        # fresh temporary name, so that no file of the user's (``store.jsonl.tmp``) is replaced.
+        folder, name = os.path.split(os.path.abspath(self._persist))
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for workload in self._items.values():
+                    f.write(orjson.dumps(workload) + b"\n")
+            os.replace(tmp, self._persist)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def _seed_workload(path: str, number: int, line: bytes) -> dict[str, Any]:

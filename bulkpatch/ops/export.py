@@ -16,14 +16,11 @@ page; attribute keys first seen later are left out and counted (JSONL keeps them
 from __future__ import annotations
 
 import csv
-import gzip
 import io
-import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import orjson
 
@@ -248,44 +245,3 @@ def _count_unseen(item: dict[str, Any], header: set[str], unseen: LeftOut) -> No
         for key in attributes:
             if f"attributes.{key}" not in header:
                 unseen.add(f"attributes.{key}")
-
-
-class Output:
-    """A file written whole or not at all: ``FILE.part`` renamed on success; ``-`` is stdout.
-
-    Private to its owner (0600), as the ledger is: it holds the tenant's data. A name ending in
-    ``.gz`` is gzipped (``run`` reads it as it is).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._part = f"{path}.part"
-        self._raw: IO[bytes] | None = None
-        self.stream: IO[bytes]
-
-    def __enter__(self) -> IO[bytes]:
-        if self.path == "-":
-            self.stream = sys.stdout.buffer
-            return self.stream
-        try:
-            fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"cannot write {self.path!r}: {exc.strerror}") from None
-        self._raw = os.fdopen(fd, "wb")
-        if self.path.endswith(".gz"):
-            self.stream = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw, mode="wb"))
-        else:
-            self.stream = self._raw
-        return self.stream
-
-    def __exit__(self, kind: object, *exc: object) -> None:
-        if self._raw is None:
-            self.stream.flush()
-            return
-        if self.stream is not self._raw:
-            self.stream.close()
-        self._raw.close()
-        if kind is None:
-            os.replace(self._part, self.path)
-        else:
-            os.unlink(self._part)

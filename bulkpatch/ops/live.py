@@ -30,6 +30,7 @@ from bulkpatch.errors import BulkPatchError, ConfigError, CredentialsRejected, T
 from bulkpatch.http.auth import Auth, NoAuth
 from bulkpatch.http.redact import Redactor
 from bulkpatch.http.transport import Transport
+from bulkpatch.ops.paging import PagingWatch
 from bulkpatch.options import RunOptions
 
 LIST_PATH = "/api/workload_management/v5/workloads"
@@ -149,6 +150,7 @@ class LiveReader:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every page of workloads matching ``filters``, following ``paging.cursors.after``."""
         after: str | None = None
+        watch = PagingWatch()
         while True:
             params = [*filters, *include.params(), ("limit", str(self.page_size))]
             if after is not None:
@@ -158,8 +160,11 @@ class LiveReader:
             except _Cut:
                 self.page_size = self._halve(self.page_size, self.page_size, "page size")
                 continue
-            yield page["items"]
             after = _next_cursor(page)
+            problem = watch.problem(page["items"], after)
+            if problem is not None:
+                raise LiveReadError(f"GET {self._url}: {problem}")
+            yield page["items"]
             if after is None:
                 return
 
@@ -186,16 +191,22 @@ class LiveReader:
     async def _lookup_some(self, ids: list[str], include: Include, found: dict[str, dict[str, Any]]) -> None:
         value = ids[0] if len(ids) == 1 else f"or({','.join(ids)})"
         filters = [("workload_id", value)]
+        missing = set(ids)
         after: str | None = None
         while True:  # one page when the API honours limit; more are followed all the same
             params = [*filters, *include.params(), ("limit", str(len(ids)))]
             if after is not None:
                 params.append(("after", after))
             page = await self._get(params)
+            before = len(missing)
             for item in page["items"]:
-                found[str(item.get("id"))] = item
+                key = str(item.get("id"))
+                found[key] = item
+                missing.discard(key)
             after = _next_cursor(page)
-            if after is None:
+            # Every id seen, or a page that brought none of them: more pages cannot help (and a
+            # server whose cursor never ends would otherwise be paged forever).
+            if after is None or not missing or len(missing) == before:
                 return
 
     def _halve(self, cut: int, current: int, what: str) -> int:

@@ -20,8 +20,9 @@ from bulkpatch.errors import ConfigError
 from bulkpatch.http.auth import Auth
 from bulkpatch.http.transport import Transport
 from bulkpatch.ops.compare import MISSING, Compared, Diff, compare_rows
-from bulkpatch.ops.export import ID, LeftOut, Output, RowWriter
+from bulkpatch.ops.export import ID, LeftOut, RowWriter
 from bulkpatch.ops.live import READ_LIMIT, LiveReader
+from bulkpatch.ops.output import Output
 from bulkpatch.options import RunOptions, check_plannable
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS
 from bulkpatch.rows.reader import Format, detect_format
@@ -81,12 +82,18 @@ async def plan_rows(
 ) -> PlanResult:
     """Compare every row of ``options.input`` with the live workloads; write the rollback."""
     check_plannable(options)
+    if snapshot == "-":
+        raise ConfigError("--snapshot needs a file name: the plan itself goes to stdout")
     reader = LiveReader.for_options(options, transport, auth=auth, notice=notice, body_limit=body_limit)
     result = PlanResult(snapshot=snapshot)
     input_format = detect_format(options.input, options.format)
     snapshot_format = _snapshot_format(snapshot, input_format) if snapshot else input_format
     header: list[str] = []
-    with Output(snapshot) if snapshot else _NoOutput() as out:
+    # Never over the input, its ledger, or another run's input: --overwrite-snapshot replaces
+    # an earlier rollback only.
+    protect = (options.input, options.ledger_path)
+    output = Output(snapshot, option="--snapshot", protect=protect, run_inputs=False) if snapshot else None
+    with output or _NoOutput() as out:
         writer: RowWriter | None = None
         async for row in compare_rows(options, reader, header=header):
             verdict = _verdict(row)

@@ -12,6 +12,7 @@ records.
 
 from __future__ import annotations
 
+import csv
 import os
 from array import array
 from collections.abc import Iterator, Sequence
@@ -69,7 +70,7 @@ def fix_origins(ledger: LedgerPath) -> dict[int, int]:
     gone, nothing."""
     try:
         name, fmt = source_of(ledger, None)
-        with InputFile(name, fmt) as source:
+        with InputFile(name, fmt, keep_raw=True) as source:
             if source.header is not None and "_row" not in source.header:
                 return {}
             origins: dict[int, int] = {}
@@ -77,6 +78,9 @@ def fix_origins(ledger: LedgerPath) -> dict[int, int]:
                 fields = record.fields or {}
                 note = fields.get(ANNOTATION_KEY)
                 origin = fields.get("_row") if source.header is not None else None
+                if source.header is not None and record.fields is None and record.raw:
+                    # A record of the wrong width still ends with the _row that report wrote.
+                    origin = next(csv.reader([record.raw]), [""])[-1]
                 if isinstance(note, dict):
                     origin = note.get("row")
                 elif source.header is None and record.fields is not None and not origins:

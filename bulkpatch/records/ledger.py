@@ -49,6 +49,9 @@ class Status(StrEnum):
 STATUS_BY_VALUE = {s.value: s for s in Status}
 #: how a failure that ran out of attempts ends its reason: it may pass another time
 GAVE_UP = "(gave up after"
+#: attempts a record may count (--max-attempts is at most 100): a larger number is a garbled line,
+#: and summed over a report it would overflow the JSON writer
+_MOST_ATTEMPTS = 1 << 32
 
 
 @dataclass(slots=True)
@@ -93,7 +96,8 @@ class RowResult:
         if data.get("type") != "row":
             return None
         row, line, key = data.get("row"), data.get("line", 0), data.get("key", "")
-        status = STATUS_BY_VALUE.get(data.get("status"))  # type: ignore[arg-type]
+        status_text = data.get("status")
+        status = STATUS_BY_VALUE.get(status_text) if type(status_text) is str else None
         http, attempts, error, ms = (data.get(k) for k in ("http_status", "attempts", "error", "ms"))
         if (
             status is None
@@ -102,7 +106,7 @@ class RowResult:
             or not (line is None or (type(line) is int and line >= 0))
             or type(key) is not str
             or not (http is None or (type(http) is int and 100 <= http <= 999))
-            or not (attempts is None or (type(attempts) is int and attempts >= 0))
+            or not (attempts is None or (type(attempts) is int and 0 <= attempts <= _MOST_ATTEMPTS))
             or not (error is None or type(error) is str)
             or not (ms is None or (type(ms) in (int, float) and math.isfinite(ms) and ms >= 0))
         ):

@@ -20,10 +20,11 @@ import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.chain import LedgerPath, distinct, latest, parse_row, source_of
+from bulkpatch.records.guard import refuse_to_replace, same_file
 from bulkpatch.records.ledger import RowResult, Status
 from bulkpatch.records.stats import Tally
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY
-from bulkpatch.rows.reader import InputFile, csv_line
+from bulkpatch.rows.reader import InputFile, csv_line, is_stream
 
 __all__ = ["exit_status", "parse_row", "render", "summarise", "write_failed"]
 
@@ -52,6 +53,10 @@ def write_failed(
     can be fixed and fed back as it is. ``out`` is created private (0600) and is never a file of
     its own chain: one of the ledgers, the input one names, or an input that has a ledger.
     """
+    if is_stream(out):
+        # The report itself goes to stdout, and a file of rows is made private (0600): a terminal
+        # or a pipe given here would get rows in the middle of the report, or its mode changed.
+        raise ConfigError(f"--failed-out needs a file name, not {out!r} (stdout, a pipe or a device)")
     chain = distinct([ledgers] if isinstance(ledgers, str | os.PathLike) else list(ledgers))
     if input_path is not None and len(chain) > 1:
         raise ConfigError("--input goes with one LEDGER; each ledger names its own input")
@@ -140,23 +145,15 @@ def _is_ledger(path: str) -> bool:
 
 def _refuse_own_chain(out: str, chain: list[str], option: str = "--failed-out") -> None:
     for path in chain:
-        if _same_file(out, path):
+        if same_file(out, path):
             raise ConfigError(
                 f"{option} {out!r} is a file of this report's own chain ({path}); pick another name"
             )
+    refuse_to_replace(option, out, ())  # another chain's ledger, a sync state
     if os.path.exists(out + ".ledger.jsonl"):
         raise ConfigError(
             f"{option} {out!r} is the input of the ledger {out + '.ledger.jsonl'!r}; pick another name"
         )
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # a hard link
-    except OSError:
-        return False
 
 
 def _common_header(inputs: list[InputFile]) -> list[str] | None:
@@ -201,9 +198,13 @@ def _jsonl_annotated(raw: str, result: RowResult, *, tie: bool) -> str:
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw  # not a JSON object: copied as it is, to be fixed
+        record = None
     if not isinstance(record, dict):
-        return raw
+        # Not a JSON object, so it cannot carry the note: the note carries it, to be fixed, and its
+        # row ties the fix to this row as for any other (copied bare, a chained report counted
+        # the row twice: once here, once in the fix file's ledger).
+        text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return orjson.dumps({ANNOTATION_KEY: {**note, "raw": text}}).decode()
     if ANNOTATION_KEY in record:
         record[ANNOTATION_KEY] = note
         return orjson.dumps(record).decode()

@@ -18,6 +18,8 @@ from bulkpatch.records.ledger import RowResult, Status
 # Latency buckets grow by 2% each: percentiles are within 2%, 1,000 counters cover 1 us..1 hour.
 _GROWTH = math.log(1.02)
 _MAX_ERRORS = 1000
+#: latencies above this (a year) are counted as this
+_LONGEST_MS = 365 * 24 * 3600 * 1000.0
 
 _HTTP_PREFIX = re.compile(r"HTTP \d{3}\b")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -57,6 +59,8 @@ class LatencyHistogram:
         self.count = 0
 
     def add(self, ms: float) -> None:
+        # A hand-edited ledger may say 1e308: it counts in the last bucket instead of overflowing.
+        ms = min(max(ms, 0.0), _LONGEST_MS) if math.isfinite(ms) else _LONGEST_MS
         self._buckets[int(math.log(ms * 1000.0 + 1.0) / _GROWTH)] += 1
         self.count += 1
 

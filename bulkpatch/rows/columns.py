@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkpatch.errors import ConfigError
+from bulkpatch.rows.exact import INT_HIGH, INT_LOW
 
 #: the CSV columns ``report --failed-out`` adds after the input's own; never sent
 ANNOTATION_COLUMNS = ("_status", "_http_status", "_error", "_row")
@@ -30,8 +31,6 @@ _INT = re.compile(r"[+-]?[0-9]+").fullmatch
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?").fullmatch
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-# What orjson can write: a larger integer would fail only when the body is serialised.
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _TYPE_LIKE = re.compile(r"[A-Za-z]+").fullmatch
 
 
@@ -40,7 +39,7 @@ def _to_int(text: str) -> int:
     if not _INT(text):
         raise ValueError(f"expected an integer, got {text!r}")
     value = int(text)
-    if not _INT_MIN <= value <= _INT_MAX:
+    if not INT_LOW < value < INT_HIGH:
         raise ValueError(f"integer out of range (64 bits), got {text!r}")
     return value
 

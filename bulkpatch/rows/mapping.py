@@ -19,6 +19,7 @@ import orjson
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.rows.columns import ANNOTATION_COLUMNS, ANNOTATION_KEY, Column, read_header
+from bulkpatch.rows.exact import INT_HIGH, INT_LOW, LOWEST, inexact, is_text, shown, writable
 from bulkpatch.rows.reader import Format, Record
 from bulkpatch.rows.schema import WORKLOAD_FIELDS, Schema, validator_for
 
@@ -183,7 +184,10 @@ class Mapper:
     def map(self, record: Record) -> Request | Rejected:
         fields = record.fields
         if fields is None:
-            return Rejected(record.row, record.line, "", "invalid", record.error or "unreadable")
+            reason = record.error or "unreadable"
+            # A transform's message may hold a lone surrogate: the ledger must be able to write it.
+            reason = reason if reason.isascii() or is_text(reason) else writable(reason)
+            return Rejected(record.row, record.line, "", "invalid", reason)
         values: list[str] = []
         problem = None
         for name in self._placeholders:
@@ -191,13 +195,16 @@ class Mapper:
             if type(value) is not str:
                 # Only exact values make a path: a JSON float (1e2, or an integer too large for
                 # 64 bits, which the parser turns into one) or a boolean would name another id.
-                if type(value) is int:
+                if type(value) is int and INT_LOW < value < INT_HIGH:
                     value = str(value)
                 else:
                     problem = problem or (f"missing {name}" if value is None else f"{name} is {_kind(value)}")
                     value = ""
             elif not value.strip():
                 problem = problem or (f"missing {name}" if not value else f"{name} is blank")
+            elif not value.isascii() and not is_text(value):
+                problem = problem or f"{name} holds a lone surrogate, not UTF-8"
+                value = shown(value)  # the key goes to the ledger: it must be writable
             values.append(value)
         key = values[0] if len(values) == 1 else "/".join(values)
         if problem is not None:
@@ -214,9 +221,17 @@ class Mapper:
                 return Rejected(record.row, record.line, key, "skipped", "no fields to update")
         try:
             body = self._validate(body)
+            data = orjson.dumps(body)
         except ValueError as exc:
             return Rejected(record.row, record.line, key, "invalid", str(exc))
-        return Request(record.row, record.line, key, path, orjson.dumps(body))
+        except TypeError as exc:  # orjson's: a set, bytes, a lone surrogate, nesting too deep...
+            return Rejected(record.row, record.line, key, "invalid", inexact(body) or f"not JSON: {exc}")
+        # A value JSON cannot carry exactly makes its row invalid (exact.py; inlined: once a row).
+        if b"null" in data or LOWEST in data:
+            problem = inexact(body)
+            if problem is not None:
+                return Rejected(record.row, record.line, key, "invalid", problem)
+        return Request(record.row, record.line, key, path, data)
 
     def _csv_body(self, fields: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {}
@@ -266,4 +281,8 @@ def _kind(value: object) -> str:
         return "a boolean, not a string or an integer"
     if isinstance(value, float):
         return f"the number {value!r}, not a string or an exact integer"
-    return f"a JSON {'object' if isinstance(value, dict) else 'array'}, not a string or an integer"
+    if isinstance(value, int):
+        return "an integer beyond 64 bits, not a string or an exact integer"
+    if isinstance(value, dict | list | tuple):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}, not a string or an integer"
+    return f"a {type(value).__name__}, not a string or an integer"

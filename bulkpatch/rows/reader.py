@@ -25,6 +25,8 @@ from typing import IO, Any, cast
 import orjson
 
 from bulkpatch.errors import ConfigError, InputError
+from bulkpatch.rows.exact import may_hold_long_ints, with_exact_ints
+from bulkpatch.rows.quotes import END, QuoteWatch
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -181,24 +183,30 @@ class InputFile:
             if type(value) is not dict:
                 yield Record(row, line_no, None, f"expected a JSON object, got {_json_kind(value)}", raw)
                 continue
+            if may_hold_long_ints(line):
+                value = with_exact_ints(line, value)
             yield Record(row, line_no, value, None, raw)
 
     def _csv_records(self) -> Iterator[Record]:
         self._text = io.TextIOWrapper(
             self._stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        reader = csv.reader(self._text)
-        header = self._read_header(reader)
-        return self._csv_rows(reader, header)
+        watch = QuoteWatch(self._text, self.name)
+        reader = csv.reader(watch)
+        header = self._read_header(reader, watch)
+        return self._csv_rows(reader, header, watch)
 
-    def _csv_rows(self, reader: Any, header: list[str]) -> Iterator[Record]:
+    def _csv_rows(self, reader: Any, header: list[str], watch: QuoteWatch) -> Iterator[Record]:
         width = len(header)
         keep_raw = self.keep_raw
         row = 0
         last_line = reader.line_num
         while True:
+            watch.start = last_line
             try:
                 values = next(reader)
+                if values and values[-1].endswith(END) and watch.at_end(values):
+                    return
             except StopIteration:
                 return
             except csv.Error as exc:
@@ -226,9 +234,11 @@ class InputFile:
                     continue
             yield Record(row, start, dict(zip(header, values, strict=True)), None, raw)
 
-    def _read_header(self, reader: Any) -> list[str]:
+    def _read_header(self, reader: Any, watch: QuoteWatch) -> list[str]:
         try:
             header: list[str] = next(reader)
+            if watch.at_end(header):
+                raise StopIteration
         except StopIteration:
             raise ConfigError(f"{self.name}: the CSV file is empty (no header row)") from None
         except (csv.Error, OSError, EOFError) as exc:
