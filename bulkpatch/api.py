@@ -28,7 +28,8 @@ from bulkpatch.engine.assembly import Transform
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError, LoopRunning
 from bulkpatch.http.transport import Transport
-from bulkpatch.options import Headers, RunOptions
+from bulkpatch.option_values import Headers
+from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult
 from bulkpatch.records.results import RunResult
 from bulkpatch.records.resume import RetryFailed

@@ -28,7 +28,8 @@ from bulkpatch.ops.live import READ_LIMIT, LiveReader, list_filters
 from bulkpatch.ops.output import Output
 from bulkpatch.ops.plan import PlanResult, plan_rows
 from bulkpatch.ops.verify import VerifyResult, verify_rows
-from bulkpatch.options import Headers, RunOptions, parse_headers
+from bulkpatch.option_values import Headers, parse_headers
+from bulkpatch.options import RunOptions
 from bulkpatch.rows.reader import detect_format
 
 Notice = Callable[[str], None] | None

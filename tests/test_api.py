@@ -168,7 +168,7 @@ def test_shard_of_is_stable() -> None:
 
 
 def test_a_shard_index_comes_from_the_indexed_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bulkpatch.options import parse_shard
+    from bulkpatch.option_values import parse_shard
 
     assert parse_shard("2/4") == (2, 4)
     assert parse_shard("4", {"JOB_COMPLETION_INDEX": "3"}) == (3, 4)
@@ -202,7 +202,7 @@ def test_run_inside_a_running_loop_says_to_await_run_async() -> None:
         (h for h in ["X-Tenant:t1"]),
     ],
 )
-def test_headers_take_a_mapping_lines_or_pairs(headers: bulkpatch.options.Headers) -> None:
+def test_headers_take_a_mapping_lines_or_pairs(headers: bulkpatch.option_values.Headers) -> None:
     """Issue 18: headers=[...] raised AttributeError."""
     transport = MockTransport(ok)
     bulkpatch.run(

@@ -18,7 +18,8 @@ from helpers import (
 
 from bulkpatch.cli.main import cli
 from bulkpatch.errors import ConfigError
-from bulkpatch.options import RunOptions, parse_shard
+from bulkpatch.option_values import parse_shard
+from bulkpatch.options import RunOptions
 from bulkpatch.records.resume import RetryFailed
 
 

@@ -18,9 +18,10 @@ from bulkpatch.cli.exits import EXIT_USAGE as _EXIT_USAGE
 from bulkpatch.cli.exits import exit_status
 from bulkpatch.cli.operations import export, plan, verify
 from bulkpatch.cli.run import run
+from bulkpatch.cli.state import state_command
 from bulkpatch.cli.stderr import fail, format_in, use_format
 from bulkpatch.cli.terminal import ensure_std_streams, quiet_stdout
-from bulkpatch.cli.tools import demo, mock, report, state_command
+from bulkpatch.cli.tools import demo, mock, report
 from bulkpatch.errors import BulkPatchError
 
 

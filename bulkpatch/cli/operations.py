@@ -72,7 +72,7 @@ def warn(line: str) -> None:
 
 def _connection(kw: dict[str, Any]) -> dict[str, Any]:
     """The library's connection keywords from the shared flags and the environment."""
-    from bulkpatch.options import parse_header
+    from bulkpatch.option_values import parse_header
 
     return {
         "base_url": kw["base_url"],

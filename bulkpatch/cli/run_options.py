@@ -265,7 +265,8 @@ class RunArgs:
 def options_of(args: RunArgs) -> RunOptions:
     """The engine's options from the parsed ones; credentials from the environment only."""
     from bulkpatch.cli.environment import credentials
-    from bulkpatch.options import RunOptions, parse_header, parse_shard
+    from bulkpatch.option_values import parse_header, parse_shard
+    from bulkpatch.options import RunOptions
     from bulkpatch.records.resume import RetryFailed
     from bulkpatch.rows.schema import Schema
 

@@ -12,20 +12,15 @@ Per key it keeps the fingerprint of the last request answered 2xx (``fp``, ``app
 (``failed``, ``invalid``, or ``pending``: sent, no answer recorded), and ``last_seen``, the last
 run whose input had the key (what ``state --gone`` reads).
 
-Crash safety. Outcomes are committed in batches (every ``commit_every`` seconds), each commit
-noting how far the run's ledger was written. A run that dies (``kill -9``) leaves its ledger a
-little ahead of the memory; the next run to open the memory replays that tail first, so an
-answer written to the ledger is never lost and never sent again. Before a batch of requests goes
-out, its keys are committed as one ``pending`` row; keys of a dead run's batch that got no answer
-even in its ledger are marked ``pending``, which voids any proof: they were in flight, and may
-have landed.
+Outcomes are committed in batches (every ``commit_every`` seconds), each commit noting how far
+the run's ledger was written and which rows of the batches sent are still unanswered; what a run
+that dies leaves behind is repaired by the next one (``memory_repair.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -40,17 +35,20 @@ from bulkpatch.records.memory_repair import (
     UPSERT_FAILED,
     UPSERT_OK,
     check_ours,
+    count_gone,
     file_id,
     lock,
+    mark_ours,
     recover,
+    target_id,
     upgrade,
 )
 from bulkpatch.records.target import Target
 
 #: the file name of the memory beside a ledger, when neither --state nor BULKPATCH_STATE names one
 DEFAULT_NAME = "bulkpatch-memory.db"
-_MARK = "bulkpatch memory"
-_VERSION = "3"
+#: what a run's line in ``runs`` counts
+_RUN_COUNTS = ["rows", "sent", "requests", "ok", "failed", "invalid", "skipped", "unchanged"]
 
 
 class Memory:
@@ -67,8 +65,6 @@ class Memory:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
-        self.input_name = input_name
-        self.full = full
         self._commit_every = commit_every
         self._clock = clock
         #: called before each commit: flushes the ledger and says how many bytes it holds
@@ -82,16 +78,14 @@ class Memory:
         try:
             self._db = db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             check_ours(db, path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL;")
             upgrade(db)
             db.executescript(SCHEMA)
-            salt = self._meta()
+            salt = mark_ours(db, path)
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
             self.target_text = target.text(salt)
-            self.target = self._target_id(self.target_text)
+            self.target = target_id(db, self.target_text)
             recover(db)
             self.run_id: int = (
                 db.execute(
@@ -117,8 +111,7 @@ class Memory:
         self._closed: list[int] = []
         self._dirty: set[int] = set()
         self._last_commit = clock()
-        #: keys the latest complete run of this target had and this run's input has not (set by close)
-        self.gone = 0
+        self.gone = 0  # keys the last complete run had and this input has not (set by close)
 
     def attach_ledger(self, path: str, size: Callable[[], int]) -> None:
         """Say where this run writes its outcomes, once it began writing them (after its start
@@ -246,28 +239,6 @@ class Memory:
         self._dirty.clear()
         return batch
 
-    def _meta(self) -> bytes:
-        """Mark a new file as ours (or check an old one is), and return its salt."""
-        assert self._db is not None
-        meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-        if not meta:
-            salt = secrets.token_hex(16)
-            self._db.executemany(
-                "INSERT INTO meta VALUES (?, ?)", [("kind", _MARK), ("version", _VERSION), ("salt", salt)]
-            )
-            return bytes.fromhex(salt)
-        if meta.get("kind") != _MARK or not meta.get("salt"):
-            raise ConfigError(
-                f"--state {self.path} is an SQLite database of something else; choose another file"
-            )
-        return bytes.fromhex(meta["salt"])
-
-    def _target_id(self, text: str) -> int:
-        assert self._db is not None
-        self._db.execute("INSERT OR IGNORE INTO targets (target) VALUES (?)", (text,))
-        (found,) = self._db.execute("SELECT id FROM targets WHERE target = ?", (text,)).fetchone()
-        return int(found)
-
     def close(
         self, outcome: str | None = None, counts: dict[str, int] | None = None, *, complete: bool = False
     ) -> None:
@@ -283,7 +254,7 @@ class Memory:
             if outcome is not None:
                 assert self._db is not None
                 if complete:
-                    self.gone = _count_gone(self._db, self.target, self.run_id)
+                    self.gone = count_gone(self._db, self.target, self.run_id)
                 c = {**(counts or {}), "gone": self.gone}
                 names = (
                     "rows",
@@ -323,17 +294,6 @@ def _mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -
             f"UPDATE keys SET last_seen = ? WHERE target = ? AND key IN ({','.join('?' * len(part))})",
             (run, target, *part),
         )
-
-
-def _count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
-    """Keys the previous complete run of this target had and this one did not."""
-    (count,) = db.execute(
-        "SELECT count(*) FROM keys WHERE target = ? AND coalesce(last_seen, 0) < ?"
-        " AND coalesce(last_seen, 0) >= coalesce((SELECT max(id) FROM runs WHERE target = ? AND complete = 1"
-        " AND id < ?), 1)",
-        (target, run, target, run),
-    ).fetchone()
-    return int(count)
 
 
 def _reason(exc: sqlite3.Error) -> str:

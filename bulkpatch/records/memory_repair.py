@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import time
 from collections import Counter
@@ -20,6 +21,9 @@ import orjson
 from bulkpatch.errors import ConfigError
 from bulkpatch.records.ledger import RowResult, Status, iter_records_from
 from bulkpatch.records.ledger_file import open_locked
+
+_MARK = "bulkpatch memory"
+_VERSION = "3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -195,3 +199,34 @@ def upgrade(db: sqlite3.Connection) -> None:
         for old in ("pending", "runs"):
             if old in tables:
                 db.execute(f"ALTER TABLE {old} RENAME TO old_{old}")
+
+
+def mark_ours(db: sqlite3.Connection, path: str) -> bytes:
+    """Mark a new file as a memory (or check an old one is), and return its salt."""
+    meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+    if not meta:
+        salt = secrets.token_hex(16)
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("kind", _MARK), ("version", _VERSION), ("salt", salt)]
+        )
+        return bytes.fromhex(salt)
+    if meta.get("kind") != _MARK or not meta.get("salt"):
+        raise ConfigError(f"--state {path} is an SQLite database of something else; choose another file")
+    return bytes.fromhex(meta["salt"])
+
+
+def target_id(db: sqlite3.Connection, text: str) -> int:
+    db.execute("INSERT OR IGNORE INTO targets (target) VALUES (?)", (text,))
+    (found,) = db.execute("SELECT id FROM targets WHERE target = ?", (text,)).fetchone()
+    return int(found)
+
+
+def count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
+    """Keys the previous complete run of this target had and this one did not."""
+    (count,) = db.execute(
+        "SELECT count(*) FROM keys WHERE target = ? AND coalesce(last_seen, 0) < ?"
+        " AND coalesce(last_seen, 0) >= coalesce((SELECT max(id) FROM runs WHERE target = ? AND complete = 1"
+        " AND id < ?), 1)",
+        (target, run, target, run),
+    ).fetchone()
+    return int(count)
