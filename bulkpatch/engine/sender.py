@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.quota import parse_quota
 from bulkpatch.engine.retry import (
     OVERLOAD_STATUSES,
     RetryPolicy,
@@ -213,8 +214,12 @@ class Sender:
         status = response.status
         if 200 <= status < 300:
             pacer.release(ok=True)
+            if response.quota is not None:
+                self._announced(response.quota)
             return Attempt(status, None, None, False, 1)
         pacer.release(overloaded=status in OVERLOAD_STATUSES, rate_limited=status == 429)
+        if response.quota is not None:
+            self._announced(response.quota)
         if status == 401 and auth.renewable and not renewed:
             # The token expired or was revoked: renew it and resend, without spending an attempt.
             await auth.renew(headers["Authorization"] if headers else None)
@@ -239,6 +244,11 @@ class Sender:
             retry_after = min(retry_after, self.policy.retry_after_cap)
             pacer.pause(retry_after)
         return Attempt(status, describe_error(response, self._redact), retry_after, is_retryable(status), 1)
+
+    def _announced(self, headers: dict[str, str]) -> None:
+        quota = parse_quota(headers, time.time())
+        if quota is not None:
+            self._pacer.announce(quota)
 
     async def _exchange(
         self, url: str, body: bytes | None, headers: dict[str, str] | None
