@@ -17,9 +17,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
@@ -29,7 +29,6 @@ from bulkpatch.engine.retry import (
     RetryPolicy,
     is_retryable,
     parse_retry_after,
-    wait_retry_after_or_jitter,
 )
 from bulkpatch.engine.stopping import StopToken
 from bulkpatch.errors import CredentialsRejected, TransportError
@@ -87,7 +86,7 @@ class Sender:
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry
-        self._wait = wait_retry_after_or_jitter(self.policy)
+        self._wait: Any = None  # tenacity's wait strategy, built with the first retry
         #: rows between a failed attempt and their final answer right now
         self.retrying = 0
         #: headers sent with every request (for a transport that does not add them itself)
@@ -134,6 +133,12 @@ class Sender:
         )
 
     async def _retry(self, request: Request, url: str, first: Attempt) -> tuple[Attempt, int, int]:
+        from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+        from bulkpatch.engine.backoff import wait_retry_after_or_jitter
+
+        if self._wait is None:
+            self._wait = wait_retry_after_or_jitter(self.policy)
         replay = [first]
         sent = 0
         attempts = 0
@@ -293,7 +298,7 @@ def _wants_retry(outcome: Attempt) -> bool:
     return outcome.retryable
 
 
-def _last_result(state: RetryCallState) -> Attempt:
+def _last_result(state: Any) -> Attempt:  # a tenacity RetryCallState
     assert state.outcome is not None
     result: Attempt = state.outcome.result()
     return result
