@@ -285,3 +285,10 @@ async def test_a_run_refused_before_sending_writes_no_log_lines(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await progress.watch()
     assert sink.getvalue() == ""  # the one-line error stays the only line on stderr
+
+
+def test_a_quota_the_server_announces_shows_with_the_rate(tmp_path: Path) -> None:
+    progress, run, _ = progress_at(tmp_path)
+    assert "quota" not in progress.line().plain
+    run.fields |= {"rate": 297.0, "quota": "300 per 1 s"}
+    assert "rate ≤297/s  quota 300 per 1 s" in progress.line().plain
