@@ -63,6 +63,13 @@ def first_request(command: list[str]) -> float:
     return _first[0] - started
 
 
+def recording_server(port: int = 0) -> http.server.ThreadingHTTPServer:
+    """A 204 server in a thread that notes each run's first request (``first_request``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,8 +78,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100)
     parser.add_argument("extra", nargs="*", help="more arguments for bulkpatch run (after --)")
     args = parser.parse_args()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = recording_server()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     with tempfile.TemporaryDirectory(prefix="bulkpatch-startup-") as tmp:
         source = make_input(Path(tmp) / "rows.csv", args.rows)
