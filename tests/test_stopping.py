@@ -70,3 +70,19 @@ def test_the_sent_key_set_is_exact_through_growth() -> None:
     sent.add("w-4999")
     assert all(key in sent for key in keys) and "w-5000" not in sent and "" not in sent
     assert sent.repeated == 2
+
+
+def test_the_sent_key_set_reuses_a_lookup_only_for_the_same_key() -> None:
+    from bulkpatch.engine.key_order import SentKeys
+
+    sent = SentKeys()
+    for i in range(3000):  # the intake's pattern: ask, then add (growing the table on the way)
+        key = f"w-{i}"
+        assert key not in sent
+        sent.add(key)
+    assert "w-1" in sent
+    sent.add("w-2999x")  # another key than the one just asked about: its own slot
+    assert "w-2999x" in sent and "w-1" in sent and sent.repeated == 0
+    assert "w-5" in sent
+    sent.add("w-5")
+    assert sent.repeated == 1
