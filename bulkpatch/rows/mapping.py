@@ -184,9 +184,15 @@ class Mapper:
         fields = record.fields
         if fields is None:
             return Rejected(record.row, record.line, "", "invalid", record.error or "unreadable")
+        placeholders = self._placeholders
+        if len(placeholders) == 1:
+            # The common template: one id, a non-blank string (the rest take the long way).
+            value = fields.get(placeholders[0])
+            if type(value) is str and value.strip():
+                return self._request(record, fields, [value], value)
         values: list[str] = []
         problem = None
-        for name in self._placeholders:
+        for name in placeholders:
             value = fields.get(name)
             if type(value) is not str:
                 # Only exact values make a path: a JSON float (1e2, or an integer too large for
@@ -202,6 +208,11 @@ class Mapper:
         key = values[0] if len(values) == 1 else "/".join(values)
         if problem is not None:
             return Rejected(record.row, record.line, key, "invalid", problem)
+        return self._request(record, fields, values, key)
+
+    def _request(
+        self, record: Record, fields: dict[str, Any], values: list[str], key: str
+    ) -> Request | Rejected:
         if self.format is Format.CSV:
             body = self._csv_body(fields)
         else:
