@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fakes import ThreadedMock
+from helpers import ThreadedMock
 
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads

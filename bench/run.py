@@ -194,12 +194,31 @@ def median(samples: list[Sample]) -> Sample:
     )
 
 
+def quick_report(
+    naive: list[Sample], tuned: list[Sample], ours: list[Sample], two: list[Sample], no_ledger: list[Sample]
+) -> None:
+    n, t, o, o2, nl = (median(x) for x in (naive, tuned, ours, two, no_ledger))
+    for name, sample in (
+        ("naive script", n),
+        ("hand-tuned pool", t),
+        ("bulkpatch", o),
+        ("bulkpatch --processes 2", o2),
+        ("bulkpatch --ledger /dev/null", nl),
+    ):
+        print(f"20k rows, {name:<30} {sample.rows_per_s:>9,.0f} rows/s {sample.rss_mb:>7.1f} MB")
+    print(
+        f"bulkpatch: {o.rows_per_s / t.rows_per_s:.0%} of the pool, {o.rows_per_s / n.rows_per_s:.2f}x naive;"
+        f" --processes 2: {o2.rows_per_s / n.rows_per_s:.2f}x naive"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--huge", action="store_true", help="also measure peak RSS at 1M rows")
+    parser.add_argument("--quick", action="store_true", help="only the 20k-row throughput cases (a minute)")
     parser.add_argument(
         "--python-server", action="store_true", help="use bench/server.py even if nginx is installed"
     )
@@ -235,6 +254,9 @@ def main() -> None:
                 two.append(run_bulkpatch(small, base, processes=2))
                 tuned.append(run_script("tuned.py", small, base))
                 no_ledger.append(run_bulkpatch(small, base, ledger=os.devnull))
+            if args.quick:
+                quick_report(naive, tuned, ours, two, no_ledger)
+                return
             naive_big_runs, ours_big_runs, two_big_runs = [], [], []
             for _ in range(args.rounds):
                 naive_big_runs.append(run_script("naive.py", large, base))

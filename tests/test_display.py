@@ -343,3 +343,10 @@ async def test_a_short_run_still_logs_its_start_and_end_lines() -> None:
     with pytest.raises(asyncio.CancelledError):
         await watcher
     assert [line.split()[2] for line in sink.getvalue().splitlines()] == ["start", "end"]
+
+
+def test_a_quota_the_server_announces_shows_with_the_rate(tmp_path: Path) -> None:
+    progress, run, _ = progress_at(tmp_path)
+    assert "quota" not in progress.line().plain
+    run.fields |= {"rate": 297.0, "quota": "300 per 1 s"}
+    assert "rate ≤297/s  quota 300 per 1 s" in progress.line().plain

@@ -98,3 +98,19 @@ def test_sighup_ends_the_run_like_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert b"bulkpatch run interrupted" in out
     assert [r["event"] for r in iter_records(ledger) if r["type"] == "run"][-1] == "interrupted"
+
+
+def test_the_sent_key_set_reuses_a_lookup_only_for_the_same_key() -> None:
+    from bulkpatch.engine.key_order import SentKeys
+
+    sent = SentKeys()
+    for i in range(3000):  # the intake's pattern: ask, then add (growing the table on the way)
+        key = f"w-{i}"
+        assert key not in sent
+        sent.add(key)
+    assert "w-1" in sent
+    sent.add("w-2999x")  # another key than the one just asked about: its own slot
+    assert "w-2999x" in sent and "w-1" in sent and sent.repeated == 0
+    assert "w-5" in sent
+    sent.add("w-5")
+    assert sent.repeated == 1

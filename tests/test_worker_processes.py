@@ -96,6 +96,19 @@ async def test_response_frames_with_and_without_a_location_tail(location: bytes 
     assert (second.status, second.retry_after, second.body, second.location) == (204, None, b"", None)
 
 
+@pytest.mark.parametrize("location", [None, b"/w/2"])
+async def test_an_announced_quota_crosses_to_the_parent(location: bytes | None) -> None:
+    """The parent paces all workers: it must see the quota headers each worker's answers carry."""
+    child = _Child()
+    future = asyncio.get_running_loop().create_future()
+    child.pending = {1: future}
+    quota = {"x-ratelimit-remaining": "4", "x-ratelimit-reset": "1800000000"}
+    _Frames(child._response).feed(_response_frame(1, 204, b"", b"", location, orjson.dumps(quota)))
+    answer = await future
+    assert answer.quota == quota
+    assert answer.location == (None if location is None else location.decode())
+
+
 @pytest.mark.slow  # starts worker processes
 async def test_a_url_longer_than_64_kib_is_sent_like_any_other(http_server: LocalServer) -> None:
     async with ProcessTransport(processes=1, limit=1, timeout=5) as transport:

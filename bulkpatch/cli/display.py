@@ -203,6 +203,8 @@ class Progress:
             text.append(f"  concurrency {status.concurrency}/{status.max_concurrency}")
             if status.rate is not None:
                 text.append(f"  rate ≤{status.rate:,.0f}/s")
+            if status.quota is not None:
+                text.append(f"  quota {status.quota}")
         if status.stopping:
             text.append("  stopping…", style="yellow")
         return text

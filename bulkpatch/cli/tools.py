@@ -152,6 +152,11 @@ def report(
 @click.option(
     "--retry-after", type=click.IntRange(0), default=1, show_default=True, help="Seconds, sent with each 429."
 )
+@click.option(
+    "--announce-rate-limit",
+    type=click.Choice(["ietf", "legacy", "x"]),
+    help="Announce --rate-limit in every answer: RateLimit (IETF draft), RateLimit-*, or X-RateLimit-*.",
+)
 def mock(**kw: Any) -> int:
     """Serve a local stand-in for the Workload Management API v5.
 

@@ -70,15 +70,25 @@ class SentKeys:
     def __init__(self) -> None:
         self._slots = array("q", bytes(8 * 1024))
         self._used = 0
+        # The last key looked up, its hash and slot: the intake asks ``key in sent`` and then
+        # adds that very key, and one probe of the table is enough for both.
+        self._memo: tuple[str, int, int] | None = None
         #: keys sent by more than one row
         self.repeated = 0
 
     def __contains__(self, key: str) -> bool:
-        return self._slots[self._find(key)[1]] != 0
+        h, i = self._find(key)
+        self._memo = (key, h, i)
+        return self._slots[i] != 0
 
     def add(self, key: str) -> None:
         """Note that a row of ``key`` is being sent."""
-        h, i = self._find(key)
+        memo = self._memo
+        if memo is not None and memo[0] is key:
+            _, h, i = memo
+        else:
+            h, i = self._find(key)
+        self._memo = None  # the table changes: no slot found before holds
         slots = self._slots
         value = slots[i]
         if value:

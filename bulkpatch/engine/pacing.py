@@ -5,6 +5,9 @@ many at once, how many per second), a pause for everyone, and the flow-control p
 (``flow_policy.py``) that reads the answers and sets the meters' numbers. An attempt waits, in
 this order, for the end of a pause, a concurrency slot, and its rate slot.
 
+A quota the server announces in its answers (``quota.py``) caps the rate too, and when nothing
+is left of it every worker waits for its reset, before any 429.
+
 A server's ``Retry-After`` always delays the row that got it (the sender waits it); it pauses
 *every* worker only while the recent answers show a pattern of overload. ``--rate``, when
 given, is never exceeded, not even by a learned rate.
@@ -19,6 +22,7 @@ from dataclasses import replace
 
 from bulkpatch.engine.flow_policy import Answer, FlowControl, FlowPolicy, OnChange
 from bulkpatch.engine.meters import ConcurrencyLimit, RateLimiter
+from bulkpatch.engine.quota import AnnouncedQuota, Quota
 from bulkpatch.engine.stopping import StopToken
 
 
@@ -55,6 +59,13 @@ class Pacer:
         self.flow = FlowControl(concurrency, policy, on_change=on_change)
         self._slots = ConcurrencyLimit(concurrency)
         self._user_rate = rate
+        #: the quota the server announces, if it does
+        self.quota = AnnouncedQuota()
+        self._announced_rate: float | None = None
+        #: requests sent and not yet answered (the slots' count also holds those waiting for
+        #: their rate slot): they spend an announced quota before their answers say so
+        self.sent = 0
+        self._on_change = on_change
         self._meter = RateLimiter(rate, burst=burst, clock=clock)
         self._adaptive = adaptive
         self._pause_until = 0.0
@@ -82,7 +93,10 @@ class Pacer:
         """Count a request as in flight if it may go right now, without waiting; else False."""
         if self._meter.interval or self._pause_until > self._clock():
             return False
-        return self._slots.try_acquire()
+        if self._slots.try_acquire():
+            self.sent += 1
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Wait until a request may be sent, then count it as in flight."""
@@ -93,9 +107,11 @@ class Pacer:
             wait = self._meter.reserve()
             if wait > 0:
                 await self._sleep(wait)
+                await self._wait_out_pause()  # one that began while waiting (a quota ran out)
         except BaseException:
             self._slots.release()  # cancelled or stopped while waiting: give the slot back
             raise
+        self.sent += 1
 
     async def _wait_out_pause(self) -> None:
         while (left := self._pause_until - self._clock()) > 0 and not self._stop.stopped:
@@ -112,6 +128,7 @@ class Pacer:
         ``rate_limited`` (as well) for a 429; none of them for any other answer (or none at all:
         an API that cannot be reached is the outage gate's business, ``outage.py``)."""
         self._slots.release()
+        self.sent -= 1
         if not self._adaptive:
             return
         if ok:
@@ -124,9 +141,23 @@ class Pacer:
             answer = Answer.OTHER
         if self.flow.answered(self._clock(), answer):
             self._slots.limit = int(self.flow.limit)
-            learned = self.flow.learned_rate
-            user = self._user_rate
-            self._meter.rate = min(learned, user) if learned and user else (learned or user)
+            self._set_rate()
+
+    def _set_rate(self) -> None:
+        caps = [r for r in (self._user_rate, self.flow.learned_rate, self._announced_rate) if r]
+        self._meter.rate = min(caps) if caps else None
+
+    def announce(self, quota: Quota) -> None:
+        """An answer announced the server's quota: pace to it (after ``release`` of its request)."""
+        pace, changed = self.quota.seen(self._clock(), quota, self.sent)
+        if pace.hold > 0:
+            self.hold(pace.hold)
+        if pace.rate != self._announced_rate:
+            self._announced_rate = pace.rate
+            self._set_rate()
+        if changed and self._on_change is not None and self.quota.limit is not None:
+            why = f"announced by the server ({self.quota.form} headers): {self.quota.describe()}"
+            self._on_change("quota", self.quota.limit, why)
 
     def pause(self, seconds: float) -> None:
         """A server asked for ``seconds`` of quiet: hold every worker back that long, but only

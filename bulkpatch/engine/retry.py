@@ -12,9 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-
-from tenacity import RetryCallState, wait_random_exponential
-from tenacity.wait import wait_base
+from typing import Any
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: statuses that say "too much, slow down": they shrink the concurrency limit
@@ -68,20 +66,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class wait_retry_after_or_jitter(wait_base):  # noqa: N801 - tenacity's naming of strategies
-    """Wait what the last response's ``Retry-After`` asked for, else backoff with full jitter.
+def __getattr__(name: str) -> Any:
+    # tenacity is imported with the first row that needs a retry, not at start-up.
+    if name == "wait_retry_after_or_jitter":
+        from bulkpatch.engine.backoff import wait_retry_after_or_jitter
 
-    The last attempt's result must have a ``retry_after`` attribute (seconds or None).
-    """
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self._cap = policy.retry_after_cap
-        self._jitter = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_cap)
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        if outcome is not None and not outcome.failed:
-            asked: float | None = getattr(outcome.result(), "retry_after", None)
-            if asked is not None:
-                return min(asked, self._cap)
-        return float(self._jitter(retry_state))
+        return wait_retry_after_or_jitter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -133,6 +133,7 @@ class Run:
             concurrency=pacer.limit if pacer is not None else None,
             max_concurrency=pacer.max_limit if pacer is not None else None,
             rate=pacer.rate if pacer is not None else None,
+            quota=pacer.quota.describe() if pacer is not None else None,
             stopping=self.stop_token.stopped,
         )
 

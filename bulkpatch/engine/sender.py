@@ -17,18 +17,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.quota import parse_quota
 from bulkpatch.engine.retry import (
     OVERLOAD_STATUSES,
     RetryPolicy,
     is_retryable,
     parse_retry_after,
-    wait_retry_after_or_jitter,
 )
 from bulkpatch.engine.stopping import StopToken
 from bulkpatch.errors import CredentialsRejected, TransportError
@@ -86,7 +86,7 @@ class Sender:
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry
-        self._wait = wait_retry_after_or_jitter(self.policy)
+        self._wait: Any = None  # tenacity's wait strategy, built with the first retry
         #: rows between a failed attempt and their final answer right now
         self.retrying = 0
         #: headers sent with every request (for a transport that does not add them itself)
@@ -139,6 +139,12 @@ class Sender:
         )
 
     async def _retry(self, request: Request, url: str, first: Attempt) -> tuple[Attempt, int, int]:
+        from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+        from bulkpatch.engine.backoff import wait_retry_after_or_jitter
+
+        if self._wait is None:
+            self._wait = wait_retry_after_or_jitter(self.policy)
         replay = [first]
         sent = 0
         attempts = 0
@@ -222,8 +228,12 @@ class Sender:
         self.answered[status // 100 % 10] += 1
         if 200 <= status < 300:
             pacer.release(ok=True)
+            if response.quota is not None:
+                self._announced(response.quota)
             return Attempt(status, None, None, False, 1)
         pacer.release(overloaded=status in OVERLOAD_STATUSES, rate_limited=status == 429)
+        if response.quota is not None:
+            self._announced(response.quota)
         if status == 401 and auth.renewable and not renewed:
             # The token expired or was revoked: renew it and resend, without spending an attempt.
             await auth.renew(headers["Authorization"] if headers else None)
@@ -248,6 +258,11 @@ class Sender:
             retry_after = min(retry_after, self.policy.retry_after_cap)
             pacer.pause(retry_after)
         return Attempt(status, describe_error(response, self._redact), retry_after, is_retryable(status), 1)
+
+    def _announced(self, headers: dict[str, str]) -> None:
+        quota = parse_quota(headers, time.time())
+        if quota is not None:
+            self._pacer.announce(quota)
 
     async def _exchange(
         self, url: str, body: bytes | None, headers: dict[str, str] | None
@@ -296,7 +311,7 @@ def _wants_retry(outcome: Attempt) -> bool:
     return outcome.retryable
 
 
-def _last_result(state: RetryCallState) -> Attempt:
+def _last_result(state: Any) -> Attempt:  # a tenacity RetryCallState
     assert state.outcome is not None
     result: Attempt = state.outcome.result()
     return result

@@ -21,6 +21,17 @@ from yarl import URL
 from bulkpatch.errors import TransportError
 
 _now = time.monotonic
+#: the headers that announce a quota (``engine/quota.py`` reads them), in lower case
+QUOTA_HEADERS = (
+    "ratelimit",
+    "ratelimit-policy",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
 #: bytes of a response body kept (for error messages); the rest is never read
 BODY_KEEP = 64 * 1024
 
@@ -36,6 +47,8 @@ class Response:
     body: bytes = b""
     #: the raw ``Location`` header, if any: where a 3xx (never followed) pointed
     location: str | None = None
+    #: the quota headers (``QUOTA_HEADERS``) by lower-case name, if the answer announced one
+    quota: dict[str, str] | None = None
 
 
 class Transport(Protocol):
@@ -131,7 +144,10 @@ class AiohttpTransport:
                 # connection costs less than reading a body nobody keeps.
                 resp.close()
             got = resp.headers
-            return Response(resp.status, got.get("Retry-After"), content, got.get("Location"))
+            quota = None
+            if "RateLimit" in got or "RateLimit-Remaining" in got or "X-RateLimit-Remaining" in got:
+                quota = {name: got[name] for name in QUOTA_HEADERS if name in got}
+            return Response(resp.status, got.get("Retry-After"), content, got.get("Location"), quota)
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise

@@ -37,9 +37,11 @@ _LEN = struct.Struct("<I")
 _REQUEST = struct.Struct("<IBIiI")
 # response: id, status (-1: transport error, -2: the worker failed), then two strings: Retry-After
 # and body, or, for a transport error, its kind and message, or, for a failed worker, "" and why;
-# then, only if the response had a Location header, its u32 length and bytes (a frame without
-# this tail, as from an older worker, reads as "no Location")
+# then, only if the response had a Location header or a quota, the Location's u32 length
+# (_ABSENT: none) and bytes, then only if it announced a quota, the quota headers' u32 length
+# and JSON (a frame without a tail, as from an older worker, reads as neither)
 _RESPONSE = struct.Struct("<IhII")
+_ABSENT = 0xFFFF_FFFF
 _NO_BODY = -1
 _TRANSPORT_ERROR = -1
 _WORKER_ERROR = -2
@@ -110,10 +112,14 @@ def _request_frame(rid: int, method: str, url: str, body: bytes | None, headers:
 
 
 def _response_frame(
-    rid: int, status: int, first: bytes, second: bytes, location: bytes | None = None
+    rid: int, status: int, first: bytes, second: bytes, location: bytes | None = None, quota: bytes = b""
 ) -> bytes:
     head = _RESPONSE.pack(rid, status, len(first), len(second))
-    tail = b"" if location is None else _LEN.pack(len(location)) + location
+    tail = b""
+    if location is not None or quota:
+        tail = _LEN.pack(_ABSENT) if location is None else _LEN.pack(len(location)) + location
+        if quota:
+            tail += _LEN.pack(len(quota)) + quota
     return _LEN.pack(len(head) + len(first) + len(second) + len(tail)) + head + first + second + tail
 
 
@@ -148,10 +154,16 @@ class _Child(asyncio.SubprocessProtocol):
         at += first_len
         second = bytes(frame[at : at + second_len])
         at += second_len
-        location = None
+        location = quota = None
         if len(frame) > at:
             (location_len,) = _LEN.unpack_from(frame, at)
-            location = _text(bytes(frame[at + 4 : at + 4 + location_len]))
+            at += 4
+            if location_len != _ABSENT:
+                location = _text(bytes(frame[at : at + location_len]))
+                at += location_len
+            if len(frame) > at:
+                (quota_len,) = _LEN.unpack_from(frame, at)
+                quota = orjson.loads(frame[at + 4 : at + 4 + quota_len])
         future = self.pending.pop(rid, None)
         if future is None or future.done():
             return  # the caller gave up on it (cancelled)
@@ -160,7 +172,7 @@ class _Child(asyncio.SubprocessProtocol):
         elif status == _TRANSPORT_ERROR:
             future.set_exception(TransportError(_text(first), _text(second)))
         else:
-            future.set_result(Response(status, _text(first) if first else None, second, location))
+            future.set_result(Response(status, _text(first) if first else None, second, location, quota))
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -362,7 +374,8 @@ class _Worker(asyncio.Protocol):
             return
         retry_after = _bytes(response.retry_after or "")
         location = None if response.location is None else _bytes(response.location)
-        self._out.put(_response_frame(rid, response.status, retry_after, response.body, location))
+        quota = orjson.dumps(response.quota) if response.quota else b""
+        self._out.put(_response_frame(rid, response.status, retry_after, response.body, location, quota))
 
     async def finish(self) -> None:
         """Stdin closed: nobody waits for the answers any more. Drop what is in flight, leave."""

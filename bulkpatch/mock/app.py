@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bulkpatch.mock.announce import quota_headers
 from bulkpatch.mock.store import WorkloadStore, decode_cursor, sample_workloads
 
 API = "/api/workload_management/v5"
@@ -82,6 +83,9 @@ class MockConfig:
     rate_limit: float | None = None
     #: the Retry-After (seconds) sent with a 429
     retry_after: int = 1
+    #: announce ``rate_limit`` in every API answer, in one of ``ANNOUNCE_FORMS``; the limit then
+    #: counts fixed one-second windows (on the Unix clock's seconds), as such APIs do
+    announce_rate_limit: str | None = None
     #: workloads to seed when no ``seed_file`` is given
     workloads: int = 200
     seed_file: str | None = None
@@ -146,6 +150,8 @@ class MockApi:
         self._tokens: dict[str, float] = {}
         self._seen: Counter[str] = Counter()
         self._window: deque[float] = deque()
+        self._fixed_second = 0
+        self._fixed_used = 0
         # The counting middleware is outside the envelope one, so it counts the enveloped status.
         self.app = web.Application(middlewares=[self._middleware, self._envelope])
         r = self.app.router
@@ -195,10 +201,34 @@ class MockApi:
         cfg = self.config
         if cfg.require_auth and not self._authorized(request):
             return error(401, "UnauthorizedRequest", "missing, invalid or expired access token")
+        if cfg.rate_limit and cfg.announce_rate_limit:
+            return await self._announced_call(request, handler)
         if cfg.rate_limit and not self._admit():
             response = error(429, "TooManyRequests", "rate limit exceeded")
             response.headers["Retry-After"] = str(cfg.retry_after)
             return response
+        return await self._faulty_call(request, handler)
+
+    async def _announced_call(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A fixed window per Unix second, announced in every answer (429s too)."""
+        now = time.time()
+        second = int(now)
+        if second != self._fixed_second:
+            self._fixed_second, self._fixed_used = second, 0
+        limit = int(self.config.rate_limit or 0)
+        admitted = self._fixed_used < limit
+        self._fixed_used += admitted
+        headers = quota_headers(self.config.announce_rate_limit or "", limit, limit - self._fixed_used, now)
+        if not admitted:
+            response: web.StreamResponse = error(429, "TooManyRequests", "rate limit exceeded")
+            response.headers["Retry-After"] = str(self.config.retry_after)
+        else:
+            response = await self._faulty_call(request, handler)
+        response.headers.update(headers)
+        return response
+
+    async def _faulty_call(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        cfg = self.config
         draw = self._draw(request)
         if cfg.latency_ms or cfg.latency_jitter_ms:
             await asyncio.sleep((cfg.latency_ms + cfg.latency_jitter_ms * draw[2]) / 1000.0)

@@ -45,6 +45,8 @@ class RunStatus:
     max_concurrency: int | None = None
     #: requests per second at most now (``--rate`` or learned), or None
     rate: float | None = None
+    #: the quota the server announces (``300 per 1 s``), or None
+    quota: str | None = None
     stopping: bool = False
 
     @property

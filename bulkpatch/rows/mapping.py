@@ -188,9 +188,15 @@ class Mapper:
             # A transform's message may hold a lone surrogate: the ledger must be able to write it.
             reason = reason if reason.isascii() or is_text(reason) else writable(reason)
             return Rejected(record.row, record.line, "", "invalid", reason)
+        placeholders = self._placeholders
+        if len(placeholders) == 1:
+            # The common template: one id, a non-blank string (the rest take the long way).
+            value = fields.get(placeholders[0])
+            if type(value) is str and value.strip() and (value.isascii() or is_text(value)):
+                return self._request(record, fields, [value], value)
         values: list[str] = []
         problem = None
-        for name in self._placeholders:
+        for name in placeholders:
             value = fields.get(name)
             if type(value) is not str:
                 # Only exact values make a path: a JSON float (1e2, or an integer too large for
@@ -209,6 +215,11 @@ class Mapper:
         key = values[0] if len(values) == 1 else "/".join(values)
         if problem is not None:
             return Rejected(record.row, record.line, key, "invalid", problem)
+        return self._request(record, fields, values, key)
+
+    def _request(
+        self, record: Record, fields: dict[str, Any], values: list[str], key: str
+    ) -> Request | Rejected:
         if self.format is Format.CSV:
             body = self._csv_body(fields)
         else:
