@@ -15,7 +15,8 @@ from helpers import (
 )
 from tenacity import RetryCallState
 
-from bulkpatch.engine.retry import RetryPolicy, is_retryable, parse_retry_after, wait_retry_after_or_jitter
+from bulkpatch.engine.backoff import wait_retry_after_or_jitter
+from bulkpatch.engine.retry import RetryPolicy, is_retryable, parse_retry_after
 from bulkpatch.engine.run import Run
 from bulkpatch.engine.sender import Attempt
 from bulkpatch.errors import (

@@ -10,6 +10,11 @@ import itertools
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import Any
 
+from bulkpatch.engine.outage import OutageGate
+from bulkpatch.engine.pacing import Pacer
+from bulkpatch.engine.retry import RetryPolicy
+from bulkpatch.engine.sender import Attempt, Sender
+from bulkpatch.engine.stopping import StopToken
 from bulkpatch.errors import ConfigError
 from bulkpatch.http.auth import Auth, BearerToken, ClientCredentials, NoAuth, token_url_for
 from bulkpatch.http.redact import Redactor
@@ -17,7 +22,7 @@ from bulkpatch.http.transport import AiohttpTransport, Transport
 from bulkpatch.http.worker_processes import ProcessTransport
 from bulkpatch.options import RunOptions
 from bulkpatch.records.target import Target
-from bulkpatch.rows.mapping import BODYLESS, Mapper, PathTemplate
+from bulkpatch.rows.mapping import BODYLESS, Mapper, PathTemplate, Request
 from bulkpatch.rows.reader import Format, InputFile, Record, RowsInput
 
 #: open files beyond one per connection: input, ledger, log, stdio, the token endpoint
@@ -173,3 +178,51 @@ def loggable(options: RunOptions) -> dict[str, Any]:
         "headers": sorted(options.headers),
         "auth": "token" if options.token else "client_credentials" if options.client_id else None,
     }
+
+
+async def build_sender(
+    options: RunOptions,
+    transport: Transport,
+    redact: Redactor,
+    *,
+    stop: StopToken,
+    clock: Callable[[], float],
+    emit: Callable[[str, dict[str, Any]], None],
+    given_transport: bool,
+) -> tuple[Auth, Pacer, OutageGate, Sender]:
+    """The sender and what it passes through: auth (checked now: a bad secret stops the run here,
+    before any row is sent), the pacer, the outage gate. Their decisions go to ``emit``."""
+    auth = auth_for(
+        options,
+        transport,
+        redact,
+        on_renew=lambda lifetime: emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
+    )
+    await auth.header()
+
+    def paced(what: str, value: int, why: str) -> None:
+        emit(f"{what}_changed", {"value": value, "reason": why})
+
+    def retry_scheduled(request: Request, attempt: Attempt, delay: float) -> None:
+        fields = {"row": request.row, "key": request.key, "http_status": attempt.status}
+        fields |= {"error": attempt.error, "delay_s": round(delay, 3), "retry_after": attempt.retry_after}
+        emit("retry_scheduled", fields)
+
+    pacer = Pacer(options.concurrency, rate=options.shard_rate, stop=stop, on_change=paced)
+    outage = OutageGate(max_outage=options.max_outage, clock=clock, sleep=stop.sleep, on_change=emit)
+    sender = Sender(
+        transport,
+        options.base_url or "",
+        method=options.method,
+        policy=RetryPolicy(max_attempts=options.max_attempts),
+        auth=auth,
+        pacer=pacer,
+        stop=stop,
+        on_retry=retry_scheduled,
+        outage=outage,
+        redact=redact,
+        retry_unsafe=options.retry_unsafe,
+        # A transport of the caller's (a MockTransport, say) has none of the run's headers.
+        headers=base_headers(options) if given_transport else None,
+    )
+    return auth, pacer, outage, sender

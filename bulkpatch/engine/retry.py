@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: statuses that say "too much, slow down": they shrink the concurrency limit
@@ -64,12 +63,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def __getattr__(name: str) -> Any:
-    # tenacity is imported with the first row that needs a retry, not at start-up.
-    if name == "wait_retry_after_or_jitter":
-        from bulkpatch.engine.backoff import wait_retry_after_or_jitter
-
-        return wait_retry_after_or_jitter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,10 @@
 """The run: a small engine that drives rows → requests → bounded workers → recorded outcomes.
 
-``execute`` assembles the parts in an ``AsyncExitStack`` (so each is closed, in reverse order,
-whatever happens), then drives them. The parts have modules of their own: ``assembly`` builds
-the input, transport, auth and sender from the options; ``intake`` decides, row by row, what to
-send (the rule is ``truth``); ``workers`` send through the pacer and the outage gate and keep
-rows of one key in input order; ``recorder`` is the one writer of outcomes (ledger, memory,
-tally). ``stop()`` (the first SIGINT/SIGTERM/SIGHUP) ends intake and gives requests in flight a
-grace period. A run also stops by itself when the answers say every row left would fail (see
-``errors.RunStopped``).
+``execute`` assembles the parts in an ``AsyncExitStack`` (each closed in reverse order, whatever
+happens), then drives them: ``assembly`` builds them from the options; ``intake`` decides what to
+send (the rule is ``truth``); ``workers`` send, keeping one key's rows in order; ``recorder`` is the
+one writer of outcomes. ``stop()`` ends intake; a run also stops by itself when the answers say
+every row left would fail (see ``errors.RunStopped``).
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from bulkpatch.engine.assembly import (
     SPARE_FILES,
     Source,
     Transform,
-    auth_for,
-    base_headers,
+    build_sender,
     ensure_open_files,
     loggable,
     open_input,
@@ -37,11 +33,12 @@ from bulkpatch.engine.intake import Intake
 from bulkpatch.engine.outage import OutageGate
 from bulkpatch.engine.pacing import Pacer
 from bulkpatch.engine.recorder import Recorder
-from bulkpatch.engine.retry import RetryPolicy
-from bulkpatch.engine.sender import Attempt, Sender
+from bulkpatch.engine.sender import Sender
 from bulkpatch.engine.stopping import StopToken
+from bulkpatch.engine.summary import result_of
 from bulkpatch.engine.workers import Workers
 from bulkpatch.errors import BulkPatchError
+from bulkpatch.http.redact import Redactor
 from bulkpatch.http.transport import Transport
 from bulkpatch.options import RunOptions
 from bulkpatch.records.ledger import RowResult, Status
@@ -50,7 +47,6 @@ from bulkpatch.records.memory import Memory
 from bulkpatch.records.results import RunResult, RunStatus
 from bulkpatch.records.resume import request_prefix
 from bulkpatch.records.stats import Tally
-from bulkpatch.rows.mapping import Request
 from bulkpatch.rows.reader import RowsInput
 
 #: callback for attempt-level events: (event name, fields); fields never hold secrets
@@ -175,7 +171,18 @@ class Run:
                 **self.tally.as_dict(),
             )
             ending.complete = intake.complete and ending.outcome == "finished"
-        result = self._result(intake, ledger, memory, elapsed=elapsed, cpu=cpu, interrupted=interrupted)
+        requests = self.sender.requests
+        result = result_of(
+            options,
+            self.tally,
+            requests,
+            intake,
+            ledger,
+            memory,
+            elapsed=elapsed,
+            cpu=cpu,
+            interrupted=interrupted,
+        )
         if self._fatal is not None:
             # What the run did before it stopped goes with the error, for the summary.
             self._fatal.result = result
@@ -238,42 +245,6 @@ class Run:
         )
         return self.intake, ledger, memory, source
 
-    def _result(
-        self,
-        intake: Intake,
-        ledger: OpenLedger,
-        memory: Memory | None,
-        *,
-        elapsed: float,
-        cpu: float,
-        interrupted: bool,
-    ) -> RunResult:
-        options = self.options
-        return RunResult(
-            tally=self.tally,
-            state=ledger.index.counts(),
-            already_done=intake.already_done,
-            elapsed=elapsed,
-            interrupted=interrupted,
-            ledger_path=options.ledger_path,
-            rows_read=intake.rows_read,
-            input=options.input,
-            limited=intake.limited,
-            cpu_s=cpu,
-            processes=options.processes,
-            requests=self.sender.requests if self.sender is not None else 0,
-            changed=intake.changed,
-            gone=memory.gone if memory is not None else 0,
-            memory_path=memory.path if memory is not None else None,
-            repeated_keys=intake.repeated_keys,
-            archived_ledger=ledger.archived,
-            state_path=options.state_path,
-            transient_failed=ledger.index.transient_failures(),
-            other_shards=intake.other_shards,
-            shard=options.shard,
-            rate=options.shard_rate,
-        )
-
     def _counts(self) -> dict[str, int]:
         """The run's line in the memory: outcomes, rows read, rows sent, requests."""
         counts = {s.value: n for s, n in self.tally.by_status.items()}
@@ -289,44 +260,18 @@ class Run:
         given = self._transport  # a caller's transport reads too; ours keeps 64 KiB of an answer
         return await live_unchanged(self.options, given, auth=self._auth, notice=self._say)
 
-    async def _sender(self, transport: Transport, redact: Any) -> Sender:
+    async def _sender(self, transport: Transport, redact: Redactor) -> Sender:
         """The sender and what it passes through: auth (checked now), pacer, outage gate."""
-        options = self.options
-        auth = auth_for(
-            options,
+        parts = await build_sender(
+            self.options,
             transport,
             redact,
-            on_renew=lambda lifetime: self._emit("token_renewed", {"lifetime_s": round(lifetime, 1)}),
-        )
-        await auth.header()  # a bad secret stops the run here, before any row is sent
-        self._auth = auth
-        self.pacer = Pacer(
-            options.concurrency,
-            rate=options.shard_rate,
             stop=self.stop_token,
-            on_change=self._pace_changed,
-        )
-        self.outage = OutageGate(
-            max_outage=options.max_outage,
             clock=self._clock,
-            sleep=self.stop_token.sleep,
-            on_change=self._emit,
+            emit=self._emit,
+            given_transport=self._transport is not None,
         )
-        self.sender = Sender(
-            transport,
-            options.base_url or "",
-            method=options.method,
-            policy=RetryPolicy(max_attempts=options.max_attempts),
-            auth=auth,
-            pacer=self.pacer,
-            stop=self.stop_token,
-            on_retry=self._retry_scheduled,
-            outage=self.outage,
-            redact=redact,
-            retry_unsafe=options.retry_unsafe,
-            # A transport of the caller's (a MockTransport, say) has none of the run's headers.
-            headers=base_headers(options) if self._transport is not None else None,
-        )
+        self._auth, self.pacer, self.outage, self.sender = parts
         return self.sender
 
     def _say(self, line: str) -> None:
@@ -341,22 +286,6 @@ class Run:
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
         if self._events is not None:
             self._events(event, fields)
-
-    def _retry_scheduled(self, request: Request, attempt: Attempt, delay: float) -> None:
-        self._emit(
-            "retry_scheduled",
-            {
-                "row": request.row,
-                "key": request.key,
-                "http_status": attempt.status,
-                "error": attempt.error,
-                "delay_s": round(delay, 3),
-                "retry_after": attempt.retry_after,
-            },
-        )
-
-    def _pace_changed(self, what: str, value: int, why: str) -> None:
-        self._emit(f"{what}_changed", {"value": value, "reason": why})
 
 
 async def _breathe() -> None:
