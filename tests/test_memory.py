@@ -152,7 +152,7 @@ def test_state_writes_are_batched_and_flushed_on_close(tmp_path: Path) -> None:
     state.close("finished", {"ok": 2})
     peek.close()
     again = Memory(str(tmp_path / "s.db"), T, input_name="x")
-    assert again.lookup(["w1", "w2", "w3"]) == {"w1": (5, False), "w2": (6, False)}
+    assert again.lookup(["w1", "w2", "w3"]) == {"w1": (5, False, 0), "w2": (6, False, 0)}
     again.close()
 
 
@@ -268,7 +268,7 @@ def test_a_batch_is_pending_until_every_key_of_it_has_its_answer(tmp_path: Path)
     assert peek.execute("SELECT count(*) FROM pending").fetchone() == (1,)  # w2 has no answer yet
     state.close()  # killed or stopped here: w2's request may have landed
     again = Memory(str(tmp_path / "s.db"), T, input_name="x")
-    assert again.lookup(["w1", "w2"]) == {"w1": (5, False), "w2": (0, True)}  # w2: no proof of anything
+    assert again.lookup(["w1", "w2"]) == {"w1": (5, False, 0), "w2": (0, True, 0)}  # w2: no proof
     assert peek.execute("SELECT status FROM keys WHERE key = 'w2'").fetchall() == [("pending",)]
     assert peek.execute("SELECT count(*) FROM pending").fetchone() == (0,)
     again.record(RowResult(1, 2, "w2", Status.OK, 204, 1, fp=6))
@@ -422,3 +422,47 @@ async def test_the_state_counts_the_rows_sent(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("SELECT sent, requests, ok FROM runs").fetchall() == [(2, 2, 2)]
     db.close()
+
+
+@pytest.mark.parametrize("table", ["runs", "pending"])
+def test_a_database_whose_tables_share_our_names_is_refused_unchanged(tmp_path: Path, table: str) -> None:
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute(f"CREATE TABLE {table} (job TEXT, status TEXT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(ConfigError, match="something else"):
+        Memory(str(other), T, input_name="x")
+    assert other.read_bytes() == before and not Path(f"{other}-wal").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        ("UPDATE meta SET value = 'zz' WHERE name = 'salt'", True),
+        ("UPDATE meta SET value = '99' WHERE name = 'version'", True),
+        ("INSERT INTO pending (target, run_id, keys) VALUES (1, 1, 'garbage')", True),
+        ("INSERT INTO pending (target, run_id, keys) VALUES (1, 1, '[1,2,{}]')", True),
+        ("UPDATE runs SET ended = NULL, ledger_offset = 'abc'", True),
+        ("UPDATE keys SET fp = 'zzzz'", False),
+    ],
+)
+async def test_a_hand_edited_memory_is_one_line_or_proves_nothing(
+    tmp_path: Path, edit: str, refused: bool
+) -> None:
+    api = Api()
+    state = tmp_path / "s.db"
+    source = inventory(tmp_path / "in.csv", {"w1": "a"})
+    await night(api, source, state)
+    db = sqlite3.connect(state)
+    db.execute(edit)
+    db.commit()
+    db.close()
+    if refused:
+        with pytest.raises(ConfigError, match=r"s\.db") as caught:
+            await night(api, source, state)
+        assert "\n" not in str(caught.value)
+    else:
+        result = await night(api, source, state)
+        assert result.exit_code == 0 and api.sent == ["w1"]  # a broken fingerprint proves nothing

@@ -51,12 +51,24 @@ def test_a_row_is_skipped_only_on_proof(
     sent_before: bool,
     verdict: Verdict,
 ) -> None:
-    assert decide("w1", 7, memory, code, code_fp, resend=resend, sent_before=sent_before) is verdict
+    three = None if memory is None else (*memory, 0)
+    assert decide("w1", 7, 5, three, code, code_fp, resend=resend, sent_before=sent_before) is verdict
 
 
 def test_a_row_without_a_key_has_only_its_ledger_for_proof() -> None:
-    assert decide("", 7, None, OK_CODE, 7, resend=False, sent_before=False) is Verdict.ALREADY
-    assert decide("", 7, None, 0, 0, resend=False, sent_before=False) is Verdict.SEND
+    assert decide("", 7, 5, None, OK_CODE, 7, resend=False, sent_before=False) is Verdict.ALREADY
+    assert decide("", 7, 5, None, 0, 0, resend=False, sent_before=False) is Verdict.SEND
+
+
+def test_an_earlier_row_of_a_key_proved_overwritten_by_a_later_row_of_this_input_is_done() -> None:
+    # Row 5 of this very ledger's input was answered, then row 9 of the same key: proved last.
+    assert decide("w1", 7, 5, (8, False, 9), OK_CODE, 7, resend=False, sent_before=False) is Verdict.ALREADY
+    # Not when something came after, nor when the later row was not of this ledger, nor without
+    # this ledger's own answer to row 5.
+    assert decide("w1", 7, 5, (8, True, 9), OK_CODE, 7, resend=False, sent_before=False) is Verdict.SEND
+    assert decide("w1", 7, 5, (8, False, 0), OK_CODE, 7, resend=False, sent_before=False) is Verdict.SEND
+    assert decide("w1", 7, 5, (8, False, 9), 0, 0, resend=False, sent_before=False) is Verdict.SEND
+    assert decide("w1", 7, 9, (8, False, 5), OK_CODE, 7, resend=False, sent_before=False) is Verdict.SEND
 
 
 # --- the issue's cases, end to end ------------------------------------------------------------------
@@ -129,6 +141,24 @@ async def test_a_later_row_of_a_key_voids_an_earlier_proof(tmp_path: Path) -> No
     api.sent()
     await run(api, csv(night, [("K", "a")]))  # night 2: the file changed, K=a once
     assert api.sent() == ["K"] and api.stores[""]["K"] == "a"
+
+
+@pytest.mark.parametrize("state", [False, True])
+async def test_a_re_run_of_an_input_that_repeats_a_key_sends_nothing(tmp_path: Path, state: bool) -> None:
+    """Was: every re-run sent both rows, so the workload flipped to the first value and back."""
+    api = Api()
+    source = csv(tmp_path / "in.csv", [("k1", "a"), ("k2", "x"), ("k1", "b")])
+    extra = {"state": str(tmp_path / "s.db")} if state else {}
+    await run(api, source, **extra)
+    assert api.stores[""]["k1"] == "b"
+    api.sent()
+    for _ in range(3):
+        again = await run(api, source, **extra)
+        assert api.sent() == [] and again.exit_code == 0
+    # Edit the later row: both rows go again, in order, and the later value stays.
+    csv(source, [("k1", "a"), ("k2", "x"), ("k1", "c")])
+    await run(api, source, **extra)
+    assert api.sent() == ["k1", "k1"] and api.stores[""]["k1"] == "c"
 
 
 async def test_failed_keys_heal_with_state(tmp_path: Path) -> None:

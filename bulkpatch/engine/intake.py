@@ -129,6 +129,7 @@ class Intake:
                         verdict = decide(
                             key,
                             fp,
+                            row,
                             last,
                             code,
                             code_fp,

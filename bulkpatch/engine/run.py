@@ -148,7 +148,7 @@ class Run:
             cpu_started = time.process_time()
             writer.write_event("run", event="start", pid=os.getpid(), options=loggable(options))
             if memory is not None:
-                memory.attach_ledger(options.ledger_path, writer.size)
+                memory.attach_ledger(options.ledger_path, writer.size, same_input=ledger.bound_to_content)
             more = source.wait if isinstance(source, RowsInput) else _breathe
             await self._workers.drive(
                 intake.requests(),

@@ -10,6 +10,10 @@ the user. So:
   now, whatever was proved before);
 * ``--full`` sends every row; ``--only-changed`` lets the live value decide;
 * a proved row is ``unchanged`` — silently ``already done`` when this ledger says so already;
+* a row that this ledger answered 2xx, of a key whose last applied request came from a *later*
+  row of this same input (same ledger, same content) with nothing since, is ``already done``:
+  that later row will be judged in its turn, so a key with several rows does not flip back and
+  forth on every re-run;
 * a row this ledger recorded ``failed`` for the same request stays failed unless
   ``--retry-failed`` picks it, or ``--state`` heals failures (it sends every failed key again);
 * a row without a key (a POST to a collection) has no memory: only this ledger's record of the
@@ -40,7 +44,8 @@ _DONE_CODES = frozenset({OK_CODE, UNCHANGED_CODE})
 def decide(
     key: str,
     fp: int,
-    memory: tuple[int, bool] | None,
+    row: int,
+    memory: tuple[int, bool, int] | None,
     code: int,
     code_fp: int,
     *,
@@ -49,16 +54,20 @@ def decide(
 ) -> Verdict:
     """The verdict for one sendable row.
 
-    ``memory`` is (fingerprint last applied, voided since) for the key, or None when the memory
-    knows nothing of it; ``code``/``code_fp`` are this ledger's record of the row (0 when none);
-    ``resend`` is True when that record is a failure the run sends again (``--retry-failed``,
-    ``--state``), ``sent_before`` when an earlier row of this run went out for the key.
+    ``memory`` is (fingerprint last applied, voided since, its row when a run of this very
+    ledger applied it) for the key, or None when the memory knows nothing of it; ``code`` and
+    ``code_fp`` are this ledger's record of the row (0 when none); ``resend`` is True when that
+    record is a failure the run sends again (``--retry-failed``, ``--state``), ``sent_before``
+    when an earlier row of this run went out for the key.
     """
     if sent_before:
         return Verdict.SEND
     same_in_ledger = code != 0 and code_fp == fp
-    if key and memory is not None and memory[0] == fp and not memory[1]:
-        return Verdict.ALREADY if same_in_ledger and code in _DONE_CODES else Verdict.UNCHANGED
+    if key and memory is not None and not memory[1]:
+        if memory[0] == fp:
+            return Verdict.ALREADY if same_in_ledger and code in _DONE_CODES else Verdict.UNCHANGED
+        if memory[2] > row and same_in_ledger and code == OK_CODE:
+            return Verdict.ALREADY  # applied in order before a later row of this input, proved last
     if same_in_ledger:
         if code in _DONE_CODES:
             if not key:

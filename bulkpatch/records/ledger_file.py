@@ -41,6 +41,9 @@ class OpenLedger:
     index: LedgerIndex
     #: where an earlier run's ledger was kept, when the input had changed since
     archived: str | None = None
+    #: True when the ledger is bound to its input's content (a regular file: another content at
+    #: that path starts another ledger), so that the rows it answered are the rows read now
+    bound_to_content: bool = False
     #: archived ledgers removed to keep at most ``keep``
     pruned: list[str] = field(default_factory=list)
     #: file descriptors locked for the run; closed by ``close``
@@ -125,7 +128,8 @@ def open_ledger(
         if header is None:
             writer.write_event("header", version=LEDGER_VERSION, **binding)
             index.header = {"type": "header", "version": LEDGER_VERSION, **binding}
-        return OpenLedger(writer, index, archived, pruned, locks)
+        bound = bool((binding.get("input") or {}).get("sha256"))
+        return OpenLedger(writer, index, archived, bound, pruned, locks)
     except BaseException:
         for lock in locks:
             os.close(lock)

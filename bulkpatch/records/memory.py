@@ -1,11 +1,8 @@
 """The memory: what was last applied to each target and key, by every run, in one SQLite file.
 
-One question decides whether a row may be skipped: *is the last request applied (answered 2xx)
-to this target and key this very request, with nothing recorded for the key since?* Every run
-records here — with or without ``--state``, whatever the input is called — so a hotfix from
-another file, a rollback snapshot or a later row of an earlier run all void the proof of an
-older request. The file is ``--state FILE``, or ``$BULKPATCH_STATE``, or ``bulkpatch-memory.db``
-beside the ledger; users can query it with ``sqlite3`` (WAL mode).
+It answers the one question of ``engine/truth.py`` for every run, with or without ``--state``,
+whatever the input is called. The file is ``--state FILE``, or ``$BULKPATCH_STATE``, or
+``bulkpatch-memory.db`` beside the ledger; users can query it with ``sqlite3`` (WAL mode).
 
 Per key it keeps the fingerprint of the last request answered 2xx (``fp``, ``applied_at``,
 ``applied_run``: these change only on a 2xx), the status of a later outcome that was not a 2xx
@@ -29,24 +26,15 @@ from typing import Any
 import orjson
 
 from bulkpatch.errors import ConfigError, LedgerError
+from bulkpatch.records import memory_repair as repair
 from bulkpatch.records.ledger import RowResult, Status
-from bulkpatch.records.memory_repair import (
-    SCHEMA,
-    UPSERT_FAILED,
-    UPSERT_OK,
-    check_ours,
-    count_gone,
-    file_id,
-    lock,
-    mark_ours,
-    recover,
-    target_id,
-    upgrade,
-)
 from bulkpatch.records.target import Target
 
 #: the file name of the memory beside a ledger, when neither --state nor BULKPATCH_STATE names one
 DEFAULT_NAME = "bulkpatch-memory.db"
+#: keys seen (their ``last_seen`` to write) that make a commit: at ~5 µs a key, short enough not
+#: to keep the answers in flight waiting
+_SEEN_PER_COMMIT = 2048
 #: what a run's line in ``runs`` counts
 _RUN_COUNTS = ["rows", "sent", "requests", "ok", "failed", "invalid", "skipped", "unchanged"]
 
@@ -73,20 +61,20 @@ class Memory:
         self.error: LedgerError | None = None
         #: called once when a commit fails (the run stops on it, as for the ledger)
         self.on_error: Callable[[LedgerError], None] | None = None
-        self._lock = lock(path)
+        self._lock = repair.lock(path)
         self._db: sqlite3.Connection | None = None
         try:
             self._db = db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            check_ours(db, path)
+            repair.check_ours(db, path)
             db.executescript("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL;")
-            upgrade(db)
-            db.executescript(SCHEMA)
-            salt = mark_ours(db, path)
+            repair.upgrade(db)
+            db.executescript(repair.SCHEMA)
+            salt = repair.mark_ours(db, path)
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
             self.target_text = target.text(salt)
-            self.target = target_id(db, self.target_text)
-            recover(db)
+            self.target = repair.target_id(db, self.target_text)
+            repair.recover(db)
             self.run_id: int = (
                 db.execute(
                     "INSERT INTO runs (target, input, full, started, pid) VALUES (?, ?, ?, ?, ?)",
@@ -96,7 +84,14 @@ class Memory:
             )
         except sqlite3.Error as exc:
             self._release()
-            raise ConfigError(f"--state {path} is not a bulkpatch memory database: {_reason(exc)}") from None
+            raise ConfigError(
+                f"--state {path} is not a bulkpatch memory database: {repair.reason(exc)}"
+            ) from None
+        except (ValueError, TypeError, OverflowError) as exc:  # a hand edit: a salt, an offset, keys
+            self._release()
+            raise ConfigError(
+                f"the memory {path} is damaged ({exc}); move it away (without it every row is sent once)"
+            ) from None
         except BaseException:
             self._release()
             raise
@@ -111,35 +106,49 @@ class Memory:
         self._closed: list[int] = []
         self._dirty: set[int] = set()
         self._last_commit = clock()
+        self._ledger_runs: set[int] = set()
         self.gone = 0  # keys the last complete run had and this input has not (set by close)
 
-    def attach_ledger(self, path: str, size: Callable[[], int]) -> None:
+    def attach_ledger(self, path: str, size: Callable[[], int], *, same_input: bool = False) -> None:
         """Say where this run writes its outcomes, once it began writing them (after its start
-        record): a crash from here on is replayed from that ledger by the next run."""
+        record): a crash from here on is replayed from that ledger by the next run. With
+        ``same_input`` (the ledger is bound to its input's content), what earlier runs of this
+        very ledger applied is told apart in ``lookup``."""
         assert self._db is not None
         if not os.path.isfile(path):
             return  # /dev/null and the like: nothing to read back; pending marks cover a crash
+        ledger_id = repair.file_id(path)
+        if same_input:
+            runs = self._db.execute("SELECT id FROM runs WHERE ledger_id = ?", (ledger_id,))
+            self._ledger_runs = {run for (run,) in runs}
         self.ledger_size = size
         self._db.execute(
             "UPDATE runs SET ledger = ?, ledger_offset = ?, ledger_id = ? WHERE id = ?",
-            (os.path.abspath(path), size(), file_id(path), self.run_id),
+            (os.path.abspath(path), size(), ledger_id, self.run_id),
         )
 
-    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[int, bool]]:
+    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[int, bool, int]]:
         """For a batch of keys: key → (fingerprint last applied or 0, True when an outcome that
-        was not a 2xx came after it). Keys the memory does not know are left out. The keys count
-        as seen by this run."""
+        was not a 2xx came after it, and the row it was for when a run of this very ledger
+        applied it, else 0). Keys the memory does not know are left out. The keys count as seen
+        by this run."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         self._seen.extend(wanted)
+        if len(self._seen) >= _SEEN_PER_COMMIT:
+            self.commit()  # a small commit now, not one that holds the event loop for long later
         assert self._db is not None
         marks = ",".join("?" * len(wanted))
-        found: dict[str, tuple[int, bool]] = {}
-        for key, fp, status in self._db.execute(
-            f"SELECT key, fp, status FROM keys WHERE target = ? AND key IN ({marks})", (self.target, *wanted)
+        found: dict[str, tuple[int, bool, int]] = {}
+        ours = self._ledger_runs
+        for key, fp, status, run, row in self._db.execute(
+            "SELECT key, fp, status, applied_run, applied_row FROM keys"
+            f" WHERE target = ? AND key IN ({marks})",
+            (self.target, *wanted),
         ):
-            found[key] = (int(fp, 16) if fp else 0, status is not None)
+            here = row if run in ours and type(row) is int else 0
+            found[key] = (repair.stored_fp(fp), status is not None, here)
         return found
 
     def intend(self, keys: list[str]) -> None:
@@ -156,7 +165,7 @@ class Memory:
         if not key:
             return
         if status is Status.OK:
-            self._ok[key] = (f"{result.fp:016x}", time.time())
+            self._ok[key] = (f"{result.fp:016x}", time.time(), result.row)
             self._failed.pop(key, None)
         elif status is Status.FAILED or status is Status.INVALID:
             self._failed[key] = (status.value, result.http_status, result.error, time.time())
@@ -204,13 +213,16 @@ class Memory:
         try:
             db.execute("BEGIN")
             if self._seen:
-                _mark_seen(db, target, run, self._seen)
+                repair.mark_seen(db, target, run, self._seen)
             if self._ok:
                 db.executemany(
-                    UPSERT_OK, [(target, k, fp, at, run, run, run) for k, (fp, at) in self._ok.items()]
+                    repair.UPSERT_OK,
+                    [(target, k, fp, at, run, row, run, run) for k, (fp, at, row) in self._ok.items()],
                 )
             if self._failed:
-                db.executemany(UPSERT_FAILED, [(target, k, *v, run, run) for k, v in self._failed.items()])
+                db.executemany(
+                    repair.UPSERT_FAILED, [(target, k, *v, run, run) for k, v in self._failed.items()]
+                )
             if self._closed:
                 db.executemany("DELETE FROM pending WHERE id = ?", [(b,) for b in self._closed])
             if self._dirty:
@@ -230,7 +242,7 @@ class Memory:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            self.error = LedgerError(f"cannot write the memory {self.path}: {_reason(exc)}")
+            self.error = LedgerError(f"cannot write the memory {self.path}: {repair.reason(exc)}")
             raise self.error from None
         self._ok.clear()
         self._failed.clear()
@@ -254,7 +266,7 @@ class Memory:
             if outcome is not None:
                 assert self._db is not None
                 if complete:
-                    self.gone = count_gone(self._db, self.target, self.run_id)
+                    self.gone = repair.count_gone(self._db, self.target, self.run_id)
                 c = {**(counts or {}), "gone": self.gone}
                 names = (
                     "rows",
@@ -273,7 +285,7 @@ class Memory:
                     (time.time(), outcome, int(complete), *(c.get(n, 0) for n in names), self.run_id),
                 )
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot write the memory {self.path}: {_reason(exc)}") from None
+            raise LedgerError(f"cannot write the memory {self.path}: {repair.reason(exc)}") from None
         finally:
             self._release()
 
@@ -285,16 +297,3 @@ class Memory:
         if self._lock >= 0:
             os.close(self._lock)
             self._lock = -1
-
-
-def _mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -> None:
-    for at in range(0, len(keys), 500):
-        part = keys[at : at + 500]
-        db.execute(
-            f"UPDATE keys SET last_seen = ? WHERE target = ? AND key IN ({','.join('?' * len(part))})",
-            (run, target, *part),
-        )
-
-
-def _reason(exc: sqlite3.Error) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

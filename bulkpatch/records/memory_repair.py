@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS keys (
     fp TEXT,                         -- fingerprint of the last request answered 2xx (16 hex digits)
     applied_at REAL,                 -- Unix time of that answer
     applied_run INTEGER,             -- the run that got it
+    applied_row INTEGER,             -- the row of that run's input it was for
     status TEXT,                     -- NULL, or what came after it: failed, invalid, pending
     http_status INTEGER, error TEXT, failed_at REAL,
     outcome_run INTEGER,             -- the run of the latest outcome (2xx or not)
@@ -63,9 +64,10 @@ _TABLES = frozenset({"meta", "targets", "keys", "pending", "runs"})
 _OLD_TABLES = frozenset({"applied", "failing", "pending", "runs", "old_pending", "old_runs"})
 PENDING = "sent; no answer recorded (the run was stopped or killed): sent again next time"
 UPSERT_OK = (
-    "INSERT INTO keys (target, key, fp, applied_at, applied_run, outcome_run, last_seen)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET fp = excluded.fp,"
-    " applied_at = excluded.applied_at, applied_run = excluded.applied_run, status = NULL,"
+    "INSERT INTO keys (target, key, fp, applied_at, applied_run, applied_row, outcome_run, last_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET fp = excluded.fp,"
+    " applied_at = excluded.applied_at, applied_run = excluded.applied_run,"
+    " applied_row = excluded.applied_row, status = NULL,"
     " http_status = NULL, error = NULL, failed_at = NULL, outcome_run = excluded.outcome_run,"
     " last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
 )
@@ -134,13 +136,16 @@ def _same_file(path: str, wanted: str | None) -> str | None:
 
 
 def check_ours(db: sqlite3.Connection, path: str) -> None:
-    """Refuse a database that holds tables of some other program (it would be changed)."""
+    """Refuse a database that holds tables of some other program (it would be changed): only an
+    empty file, a memory (its ``meta`` table) or the sync state of bulkpatch 0.2 (``applied`` and
+    ``failing``) are ours."""
     tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    foreign = tables - _TABLES - _OLD_TABLES
-    if foreign or (tables and "meta" not in tables and not tables & _OLD_TABLES):
+    old = {"applied", "failing"} <= tables and "meta" not in tables
+    ours = _TABLES | _OLD_TABLES if old else _TABLES
+    if tables and (tables - ours or not (old or "meta" in tables)):
         raise ConfigError(
             f"--state {path} is an SQLite database of something else (tables: "
-            f"{', '.join(sorted(foreign or tables)[:5])}); choose another file"
+            f"{', '.join(sorted(tables - ours or tables)[:5])}); choose another file"
         )
 
 
@@ -161,7 +166,9 @@ def replay(db: sqlite3.Connection, target: int, run: int, ledger: str, offset: i
                 sent[result.key] += 1
             at = data.get("ts") if isinstance(data.get("ts"), (int, float)) else time.time()
             if result.status is Status.OK:
-                db.execute(UPSERT_OK, (target, result.key, f"{result.fp:016x}", at, run, run, run))
+                db.execute(
+                    UPSERT_OK, (target, result.key, f"{result.fp:016x}", at, run, result.row, run, run)
+                )
             elif result.status in (Status.FAILED, Status.INVALID):
                 row = (result.status.value, result.http_status, result.error, at)
                 db.execute(UPSERT_FAILED, (target, result.key, *row, run, run))
@@ -212,7 +219,12 @@ def mark_ours(db: sqlite3.Connection, path: str) -> bytes:
         return bytes.fromhex(salt)
     if meta.get("kind") != _MARK or not meta.get("salt"):
         raise ConfigError(f"--state {path} is an SQLite database of something else; choose another file")
-    return bytes.fromhex(meta["salt"])
+    if str(meta.get("version")) != _VERSION:
+        raise ConfigError(f"--state {path} was written by another version of bulkpatch; choose another file")
+    try:
+        return bytes.fromhex(str(meta["salt"]))
+    except ValueError:
+        raise ValueError("its salt is not hexadecimal") from None
 
 
 def target_id(db: sqlite3.Connection, text: str) -> int:
@@ -230,3 +242,24 @@ def count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
         (target, run, target, run),
     ).fetchone()
     return int(count)
+
+
+def mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -> None:
+    for at in range(0, len(keys), 500):
+        part = keys[at : at + 500]
+        db.execute(
+            f"UPDATE keys SET last_seen = ? WHERE target = ? AND key IN ({','.join('?' * len(part))})",
+            (run, target, *part),
+        )
+
+
+def stored_fp(text: object) -> int:
+    """A stored fingerprint; 0 (proves nothing) for one a hand edit broke."""
+    try:
+        return int(text, 16) if isinstance(text, str) and len(text) == 16 else 0
+    except ValueError:
+        return 0
+
+
+def reason(exc: sqlite3.Error) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
