@@ -32,7 +32,7 @@ def test_rows_that_failed_on_their_own_are_rows_to_fix() -> None:
         (WrongTarget("the first 50 rows sent all failed with HTTP 404"), "check --base-url and --path"),
         (ApiUnreachable("API unreachable since 09:00"), "once the API answers again"),
         (CredentialsRejected("credentials rejected"), "with working credentials"),
-        (LedgerError("disk full"), "once the ledger can be written"),
+        (LedgerError("disk full"), "once the ledger and memory can be written"),
     ],
 )
 def test_a_run_stopped_by_one_cause_has_no_rows_to_fix(stopped: Exception, expected: str) -> None:

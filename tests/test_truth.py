@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import ThreadedMock
 
 from bulkpatch.engine.run import Run
 from bulkpatch.engine.truth import Verdict, decide
@@ -223,3 +224,40 @@ def test_the_memory_holds_no_secret_in_clear(tmp_path: Path) -> None:
     Memory(str(tmp_path / "m.db"), target, input_name="x").close("finished")
     data = (tmp_path / "m.db").read_bytes()
     assert b"hunter2" not in data and b"tok-sss" not in data
+
+
+async def test_a_partial_hotfix_does_not_make_the_nightlys_keys_gone(tmp_path: Path) -> None:
+    api = Api()
+    state = str(tmp_path / "s.db")
+    nightly = csv(tmp_path / "inv.csv", [(f"k{i}", "v") for i in range(100)])
+    await run(api, nightly, state=state)
+    hotfix = await run(api, csv(tmp_path / "hotfix.csv", [("k5", "fixed")]), state=state)
+    assert hotfix.gone == 0 and gone(state) == []  # was: 99 live keys listed "deleted at the source"
+    tonight = await run(api, csv(nightly, [(f"k{i}", "v") for i in range(1, 100)]), state=state)
+    assert tonight.gone == 1
+    assert [(g["key"], g["input"]) for g in gone(state)] == [("k0", str(nightly))]
+
+
+@pytest.mark.slow
+def test_a_live_value_that_contradicts_the_memory_voids_its_proof(tmp_path: Path) -> None:
+    """--only-changed saw the workload holding another value than the memory's last request."""
+    from click.testing import CliRunner
+
+    from bulkpatch.cli.main import cli
+    from bulkpatch.mock import MockConfig
+    from bulkpatch.mock.store import sample_workloads
+
+    wid = next(iter(sample_workloads(1)))["id"]
+    state = str(tmp_path / "s.db")
+
+    def night(name: str, *extra: str) -> None:
+        source = csv(tmp_path / "in.csv", [(wid, name)])
+        args = ["run", str(source), "--base-url", mock.url, "--state", state, "--no-progress", *extra]
+        assert CliRunner().invoke(cli, args).exit_code == 0
+
+    with ThreadedMock(MockConfig(require_auth=False, workloads=1)) as mock:
+        night("oc1")
+        mock.api.store.update(wid, {"name": "oob"})  # changed behind bulkpatch's back
+        night("oob", "--only-changed")  # equal live: recorded unchanged, and the old proof void
+        night("oc1")
+        assert mock.api.store.get(wid)["name"] == "oc1"  # type: ignore[index]

@@ -83,7 +83,9 @@ def next_steps(result: RunResult, command: list[str], stopped: BaseException | N
         if isinstance(stopped, AuthError):
             return [f"with working credentials, the same command sends the rows left: {again}"]
         if isinstance(stopped, LedgerError):
-            return [f"once the ledger can be written (disk space?), the same command goes on: {again}"]
+            return [
+                f"once the ledger and memory can be written (disk space?), the same command goes on: {again}"
+            ]
         return [f"once the error is fixed, the same command goes on: {again}"]
     state = result.state
     hints: list[str] = []

@@ -60,7 +60,7 @@ def _when(at: object) -> str:
 
 def _print_gone(out: Console, keys: list[dict[str, Any]]) -> None:
     for g in keys:
-        out.print(f"{g['key']}\t{g['target']}", markup=False, highlight=False)
+        out.print(f"{g['key']}\t{g['input']}\t{g['target']}", markup=False, highlight=False)
 
 
 def _print_state(out: Console, path: str, found: dict[str, Any]) -> None:

@@ -125,6 +125,8 @@ class Intake:
                         verdict = Verdict.SEND
                     elif unchanged is not None and not (key and key in sent):
                         verdict = Verdict.UNCHANGED if unchanged(row) else Verdict.SEND
+                        if verdict is Verdict.UNCHANGED and last is not None and last[0] != fp and memory:
+                            memory.void(key)  # live differs from the last request applied: no proof
                     else:
                         verdict = decide(
                             key,

@@ -35,8 +35,6 @@ DEFAULT_NAME = "bulkpatch-memory.db"
 #: keys seen (their ``last_seen`` to write) that make a commit: at ~5 µs a key, short enough not
 #: to keep the answers in flight waiting
 _SEEN_PER_COMMIT = 2048
-#: what a run's line in ``runs`` counts
-_RUN_COUNTS = ["rows", "sent", "requests", "ok", "failed", "invalid", "skipped", "unchanged"]
 
 
 class Memory:
@@ -107,6 +105,7 @@ class Memory:
         self._dirty: set[int] = set()
         self._last_commit = clock()
         self._ledger_runs: set[int] = set()
+        self._used = False  # set by the first lookup
         self.gone = 0  # keys the last complete run had and this input has not (set by close)
 
     def attach_ledger(self, path: str, size: Callable[[], int], *, same_input: bool = False) -> None:
@@ -135,6 +134,7 @@ class Memory:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
+        self._used = True
         self._seen.extend(wanted)
         if len(self._seen) >= _SEEN_PER_COMMIT:
             self.commit()  # a small commit now, not one that holds the event loop for long later
@@ -188,6 +188,17 @@ class Memory:
                 self._closed.append(batch)
         if self._clock() - self._last_commit >= self._commit_every:
             self.commit()
+
+    def void(self, key: str) -> None:
+        """Note that ``key``'s live value is not what the memory last applied (``--only-changed``
+        saw it): its proof is void until a request is applied to it again."""
+        self._failed[key] = (
+            "drifted",
+            None,
+            "the live value differs from the last request applied",
+            time.time(),
+        )
+        self._ok.pop(key, None)
 
     def commit(self) -> None:
         """Write the outcomes noted since the last commit; a failure goes to ``on_error``."""
@@ -262,27 +273,17 @@ class Memory:
         try:
             if self.error is not None:
                 return  # reported already; the ledger still holds what the memory missed
+            assert self._db is not None
+            if outcome is None and self.ledger_size is None and not self._used:
+                # Refused before it did anything (a busy ledger): no phantom run in ``state``.
+                self._db.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
+                return
             self._write(None)
             if outcome is not None:
-                assert self._db is not None
                 if complete:
                     self.gone = repair.count_gone(self._db, self.target, self.run_id)
-                c = {**(counts or {}), "gone": self.gone}
-                names = (
-                    "rows",
-                    "sent",
-                    "requests",
-                    "ok",
-                    "failed",
-                    "invalid",
-                    "skipped",
-                    "unchanged",
-                    "gone",
-                )
-                sets = ", ".join(f"{n} = ?" for n in names)
-                self._db.execute(
-                    f"UPDATE runs SET ended = ?, outcome = ?, complete = ?, {sets} WHERE id = ?",
-                    (time.time(), outcome, int(complete), *(c.get(n, 0) for n in names), self.run_id),
+                repair.end_run(
+                    self._db, self.run_id, outcome, {**(counts or {}), "gone": self.gone}, complete
                 )
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the memory {self.path}: {repair.reason(exc)}") from None

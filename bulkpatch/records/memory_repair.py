@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS keys (
     applied_at REAL,                 -- Unix time of that answer
     applied_run INTEGER,             -- the run that got it
     applied_row INTEGER,             -- the row of that run's input it was for
-    status TEXT,                     -- NULL, or what came after it: failed, invalid, pending
+    status TEXT,                     -- NULL, or what came after it: failed, invalid, pending, drifted
     http_status INTEGER, error TEXT, failed_at REAL,
     outcome_run INTEGER,             -- the run of the latest outcome (2xx or not)
     last_seen INTEGER,               -- the last run whose input had this key
@@ -234,14 +234,25 @@ def target_id(db: sqlite3.Connection, text: str) -> int:
 
 
 def count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
-    """Keys the previous complete run of this target had and this one did not."""
+    """Keys the previous complete run of this run's input had and this one did not."""
+    prev = previous_run(db, target, run)
+    if prev is None:
+        return 0
     (count,) = db.execute(
-        "SELECT count(*) FROM keys WHERE target = ? AND coalesce(last_seen, 0) < ?"
-        " AND coalesce(last_seen, 0) >= coalesce((SELECT max(id) FROM runs WHERE target = ? AND complete = 1"
-        " AND id < ?), 1)",
-        (target, run, target, run),
+        "SELECT count(*) FROM keys WHERE target = ? AND last_seen >= ? AND last_seen < ?", (target, prev, run)
     ).fetchone()
     return int(count)
+
+
+def previous_run(db: sqlite3.Connection, target: int, run: int) -> int | None:
+    """The complete run before ``run`` of the same input (file name) and target, if any: a hotfix
+    of one row is not the nightly export, and keys it lacks are not gone."""
+    (prev,) = db.execute(
+        "SELECT max(id) FROM runs WHERE target = ? AND complete = 1 AND id < ?"
+        " AND input = (SELECT input FROM runs WHERE id = ?)",
+        (target, run, run),
+    ).fetchone()
+    return prev if isinstance(prev, int) else None
 
 
 def mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -> None:
@@ -263,3 +274,13 @@ def stored_fp(text: object) -> int:
 
 def reason(exc: sqlite3.Error) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def end_run(db: sqlite3.Connection, run: int, outcome: str, counts: dict[str, int], complete: bool) -> None:
+    """Write a run's line in ``runs``: how it ended and what it counted."""
+    names = ("rows", "sent", "requests", "ok", "failed", "invalid", "skipped", "unchanged", "gone")
+    sets = ", ".join(f"{n} = ?" for n in names)
+    db.execute(
+        f"UPDATE runs SET ended = ?, outcome = ?, complete = ?, {sets} WHERE id = ?",
+        (time.time(), outcome, int(complete), *(counts.get(n, 0) for n in names), run),
+    )

@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any
 
 from bulkpatch.errors import ConfigError
+from bulkpatch.records.memory_repair import previous_run
 
 _RUN_FIELDS = (
     "id", "target", "input", "started", "ended", "outcome", "complete",
@@ -47,26 +48,33 @@ def describe(path: str, *, failing_shown: int = 20) -> dict[str, Any]:
 
 
 def gone(path: str) -> list[dict[str, Any]]:
-    """Keys that the latest complete run of their target had no row for (deleted at the source)."""
+    """Keys the latest complete run of an input no longer had, though its previous one did (the
+    source deleted them); per target and input."""
     with _open(path) as db:
         out = []
-        for target_id, text in db.execute("SELECT id, target FROM targets ORDER BY id"):
+        for target_id, text in db.execute("SELECT id, target FROM targets ORDER BY id").fetchall():
             out += [{"target": text, **g} for g in _gone(db, target_id)]
     return out
 
 
 def _gone(db: sqlite3.Connection, target: int) -> list[dict[str, Any]]:
-    latest = db.execute("SELECT max(id) FROM runs WHERE target = ? AND complete = 1", (target,)).fetchone()[0]
-    if latest is None:
-        return []
-    return [
-        {"key": key, "last_seen_run": seen, "applied_at": at}
-        for key, seen, at in db.execute(
-            "SELECT key, last_seen, applied_at FROM keys WHERE target = ? AND coalesce(last_seen, 0) < ?"
-            " ORDER BY key",
-            (target, latest),
-        )
-    ]
+    latest_runs = db.execute(
+        "SELECT input, max(id) FROM runs WHERE target = ? AND complete = 1 GROUP BY input", (target,)
+    ).fetchall()
+    found = []
+    for source, latest in latest_runs:
+        prev = previous_run(db, target, latest)
+        if prev is None:
+            continue
+        found += [
+            {"key": key, "input": source, "last_seen_run": seen, "applied_at": at}
+            for key, seen, at in db.execute(
+                "SELECT key, last_seen, applied_at FROM keys WHERE target = ?"
+                " AND last_seen >= ? AND last_seen < ? ORDER BY key",
+                (target, prev, latest),
+            )
+        ]
+    return found
 
 
 class _open:  # noqa: N801 - used as a context manager, like open()
