@@ -189,8 +189,16 @@ class RunOptions:
         ledger = self.ledger_path
         if os.path.exists(ledger) and not os.path.isfile(ledger):
             return None
-        name = f"bulkpatch-memory{self.shard_suffix}.db"
-        return os.path.join(os.path.dirname(ledger), name)
+        return os.path.join(os.path.dirname(ledger), f"bulkpatch-memory{self.shard_suffix}.db")
+
+    @property
+    def other_memory(self) -> str | None:
+        """The memory beside the ledger when ``--state`` names another one, if it exists: runs
+        recorded in one are not seen through the other."""
+        beside = os.path.join(os.path.dirname(self.ledger_path), f"bulkpatch-memory{self.shard_suffix}.db")
+        if self.state is None or not os.path.isfile(beside) or _same_file(beside, self.state_path or ""):
+            return None
+        return beside
 
     def _per_shard(self, path: str) -> str:
         """``path`` with the shard's suffix before its extension (``s.db`` → ``s.shard-0-of-4.db``)."""

@@ -73,14 +73,8 @@ class Run:
         transform: Transform | None = None,
         on_result: Callable[[RowResult], None] | None = None,
     ) -> None:
-        self.options = options
-        self._transport = transport
-        self._events = events
-        self._notice = notice
-        self._clock = clock
-        self._rows = rows
-        self._transform = transform
-        self._on_result = on_result
+        self.options, self._transport, self._events, self._notice = options, transport, events, notice
+        self._clock, self._rows, self._transform, self._on_result = clock, rows, transform, on_result
         #: said once when the run should stop; every wait on a row's behalf watches it
         self.stop_token = StopToken(sleep or asyncio.sleep)
         self._fatal: BulkPatchError | None = None
@@ -212,6 +206,10 @@ class Run:
                 options.memory_path, target_for(options), input_name=options.input, full=options.full
             )
             stack.callback(lambda: memory.close(ending.outcome, self._counts(), complete=ending.complete))
+            if (other := options.other_memory) is not None:
+                self._say(
+                    f"{other} beside the ledger is another memory: runs recorded there are not seen here"
+                )
             memory.on_error = self._fail
         name = None if in_code else options.input
         ledger = open_ledger(options.ledger_path, binding, input_name=name, keep=options.keep_ledgers)
