@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import make_input
+from run import fresh, make_input
 
 import bulkpatch
 from bulkpatch.event_loop import run_loop
@@ -46,8 +46,7 @@ class Instant:
 
 def once(source: Path, ledger: Path, concurrency: int) -> tuple[float, float]:
     """One run; (µs of wall time per row, µs of CPU per row), while sending."""
-    if ledger.exists():
-        ledger.unlink()
+    fresh(ledger)
     result = run_loop(
         bulkpatch.run_async(
             str(source),

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import random
 import socket
 import subprocess
@@ -49,6 +48,9 @@ from aiohttp import web
 
 from bulkpatch.mock.app import busiest_window
 from bulkpatch.mock.store import sample_workloads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import fresh
 
 API = "/api/workload_management/v5/workloads"
 
@@ -83,9 +85,7 @@ def get_json(url: str) -> object:
 
 
 def bulkpatch_run(source: Path, base: str, *extra: str, concurrency: int = 64) -> float:
-    ledger = f"{source}.ledger.jsonl"
-    if os.path.exists(ledger):
-        os.remove(ledger)
+    fresh(f"{source}.ledger.jsonl")
     started = time.perf_counter()
     command = [sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", base, "--quiet"]
     command += ["--concurrency", str(concurrency), *extra]

@@ -161,10 +161,22 @@ def run_script(script: str, source: Path, base: str) -> Sample:
     return Sample(data["rows"] / data["elapsed"], wall, rss)
 
 
+def fresh(ledger: str | os.PathLike[str]) -> None:
+    """Start the next run as a first run: no ledger, and no memory beside it (which would prove
+    every row applied and send nothing)."""
+    folder = os.path.dirname(os.fspath(ledger))
+    for path in (
+        os.fspath(ledger),
+        *(os.path.join(folder, "bulkpatch-memory.db" + s) for s in ("", "-wal", "-shm")),
+    ):
+        if os.path.isfile(path):
+            os.remove(path)
+
+
 def run_bulkpatch(source: Path, base: str, *, ledger: str | None = None, processes: int = 1) -> Sample:
     ledger_path = ledger or f"{source}.ledger.jsonl"
-    if ledger is None and os.path.exists(ledger_path):
-        os.remove(ledger_path)
+    if ledger is None:
+        fresh(ledger_path)
     command = [
         sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", base,
         "--concurrency", str(CONCURRENCY), "--quiet", "--ledger", ledger_path,

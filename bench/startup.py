@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import make_input
+from run import fresh, make_input
 
 _first: list[float] = []
 _arrived = threading.Event()
@@ -95,8 +95,7 @@ def main() -> None:
         ledger = Path(tmp) / "rows.ledger.jsonl"
         samples = []
         for _ in range(args.runs):
-            if ledger.exists():
-                os.remove(ledger)
+            fresh(ledger)
             command = [
                 sys.executable, "-m", "bulkpatch", "run", str(source), "--base-url", base,
                 "--ledger", str(ledger), "--quiet", *args.extra,
