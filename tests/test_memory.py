@@ -11,10 +11,10 @@ import orjson
 import pytest
 from helpers import FakeClock, ThreadedMock, write
 from helpers import spawn_run as _run
+from memory_api import BASE, Api, inventory, night
 
 from bulkpatch.engine.run import Run
 from bulkpatch.errors import ConfigError
-from bulkpatch.http.transport import Response
 from bulkpatch.mock import MockConfig
 from bulkpatch.mock.store import sample_workloads
 from bulkpatch.options import RunOptions
@@ -23,42 +23,6 @@ from bulkpatch.records.memory import Memory
 from bulkpatch.records.memory_view import describe
 from bulkpatch.records.results import RunResult
 from bulkpatch.records.target import Target
-from bulkpatch.testing import MockTransport, SentRequest
-
-BASE = "http://api.test"
-
-
-def inventory(path: Path, names: dict[str, str]) -> Path:
-    return write(path, "workload_id,name\n" + "".join(f"{k},{v}\n" for k, v in names.items()))
-
-
-class Api:
-    """A fake API that applies PATCHes, and can refuse some ids."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, str] = {}
-        self.refuse: set[str] = set()
-        self.transport = MockTransport(self.handle)
-
-    def handle(self, request: SentRequest) -> Response:
-        key = request.url.rsplit("/", 1)[1]
-        if key in self.refuse:
-            return Response(500, None, b"")
-        self.store[key] = orjson.loads(request.body or b"{}")["name"]
-        return Response(204, None, b"")
-
-    @property
-    def sent(self) -> list[str]:
-        return [c.url.rsplit("/", 1)[1] for c in self.transport.requests]
-
-
-async def night(api: Api, source: Path, state: Path, **kw: object) -> RunResult:
-    api.transport.requests.clear()
-    opts = RunOptions(
-        **{"input": str(source), "base_url": BASE, "state": str(state), "max_attempts": 1, **kw}
-    )  # type: ignore[arg-type]
-    clock = FakeClock()
-    return await Run(opts, transport=api.transport, sleep=clock.sleep, clock=clock).execute()
 
 
 async def test_nightly_sync_sends_only_changes_and_heals_failures(tmp_path: Path) -> None:
