@@ -129,13 +129,12 @@ class Memory:
     def lookup(self, keys: Iterable[str]) -> dict[str, tuple[int, bool, int]]:
         """For a batch of keys: key → (fingerprint last applied or 0, True when an outcome that
         was not a 2xx came after it, and the row it was for when a run of this very ledger
-        applied it, else 0). Keys the memory does not know are left out. The keys count as seen
-        by this run."""
+        applied it, else 0). Keys the memory does not know are left out (an outcome of this run
+        will write them); those it knows count as seen by this run."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         self._used = True
-        self._seen.extend(wanted)
         if len(self._seen) >= _SEEN_PER_COMMIT:
             self.commit()  # a small commit now, not one that holds the event loop for long later
         assert self._db is not None
@@ -149,6 +148,7 @@ class Memory:
         ):
             here = row if run in ours and type(row) is int else 0
             found[key] = (repair.stored_fp(fp), status is not None, here)
+        self._seen.extend(found)
         return found
 
     def intend(self, keys: list[str]) -> None:
