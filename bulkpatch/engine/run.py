@@ -152,6 +152,7 @@ class Run:
                 concurrency=options.concurrency,
                 grace=options.grace,
                 handle_signals=handle_signals,
+                flush=writer.flush,
             )
             interrupted = self.stop_token.stopped and self._fatal is None
             elapsed = time.monotonic() - self.started

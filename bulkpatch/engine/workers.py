@@ -5,6 +5,10 @@ one key keep their input order (``KeyOrder``): a later row waits while an earlie
 flight. The workers live in an ``asyncio.TaskGroup``: a worker that fails takes the others with
 it, and a caller that cancels the run cancels them all.
 
+A worker hands the ledger what was recorded before it sends its next request, so a ``kill -9``
+finds each worker's last row either in flight or written down: a resume sends again at most
+``concurrency`` rows.
+
 Stopping: ``stop()`` on the token (the first SIGINT/SIGTERM/SIGHUP) ends intake; requests in
 flight get ``grace`` seconds to finish, then are cancelled; a row that did not finish is left
 unrecorded, so the next run sends it again. A second signal cancels at once.
@@ -37,6 +41,7 @@ class Workers:
         emit: Callable[[str, dict[str, Any]], None],
     ) -> None:
         self._stop = stop
+        self._flush: Callable[[], None] = _nothing
         self._fail = fail
         self._emit = emit
         self._order = KeyOrder()
@@ -54,8 +59,11 @@ class Workers:
         concurrency: int,
         grace: float,
         handle_signals: bool = False,
+        flush: Callable[[], None] | None = None,
     ) -> None:
-        """Run the workers until the intake is done or the run stops (see the module docstring)."""
+        """Run the workers until the intake is done or the run stops (see the module docstring);
+        ``flush`` hands the recorded outcomes to the ledger file."""
+        self._flush = flush or _nothing
         tasks: list[asyncio.Task[None]] = []
         signals = _Signals(self._stop, tasks, self._emit, lambda: self.in_flight) if handle_signals else None
         try:
@@ -94,6 +102,7 @@ class Workers:
         record: Callable[[RowResult], None],
     ) -> None:
         send = sender.send
+        flush = self._flush
         order = self._order
         guard = self._guard
         stop = self._stop
@@ -109,6 +118,10 @@ class Workers:
                     await before.wait()
                     if stop.stopped:
                         return  # the earlier row of this key has no answer: this one must wait too
+                # Answers recorded reach the ledger before another request goes out: a kill -9
+                # then finds each worker's row either in flight or written down, so at most
+                # ``concurrency`` rows are sent again (the writer batches what came meanwhile).
+                flush()
                 result = await send(request)
             except BulkPatchError as exc:
                 self._fail(exc)
@@ -156,3 +169,7 @@ class _Signals:
     def remove(self) -> None:
         for sig in self._installed:
             self._loop.remove_signal_handler(sig)
+
+
+def _nothing() -> None:
+    return None
