@@ -26,26 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import startup
-from run import free_port, make_input, measure, serving
+from run import free_port, make_input, measure, nginx_server, serving
 
 
 def fixed_port_server(workdir: Path, port: int) -> object:
     if shutil.which("nginx"):
-        conf = workdir / "nginx.conf"
-        conf.write_text(
-            f"""worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path {workdir}/nginx-body;
-    server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}
-}}
-"""
-        )
-        return serving(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"], port)
+        return nginx_server(workdir, port)
     here = Path(__file__).resolve().parent
     return serving([sys.executable, str(here / "server.py"), str(port)], port)
 

@@ -80,8 +80,8 @@ def serving(command: list[str], port: int) -> Iterator[str]:
         proc.wait(10)
 
 
-def nginx_server(workdir: Path) -> Any:
-    port = free_port()
+def nginx_server(workdir: Path, port: int | None = None) -> Any:
+    port = port or free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""worker_processes 1;
