@@ -261,3 +261,14 @@ def test_a_live_value_that_contradicts_the_memory_voids_its_proof(tmp_path: Path
         night("oob", "--only-changed")  # equal live: recorded unchanged, and the old proof void
         night("oc1")
         assert mock.api.store.get(wid)["name"] == "oc1"  # type: ignore[index]
+
+
+async def test_a_nightly_export_under_a_new_name_is_compared_with_last_nights(tmp_path: Path) -> None:
+    api = Api()
+    state = str(tmp_path / "s.db")
+    await run(api, csv(tmp_path / "export-night1.csv", [(f"k{i}", "v") for i in range(100)]), state=state)
+    night2 = await run(
+        api, csv(tmp_path / "export-night2.csv", [(f"k{i}", "v") for i in range(3, 100)]), state=state
+    )
+    assert night2.gone == 3
+    assert sorted(g["key"] for g in gone(state)) == ["k0", "k1", "k2"]

@@ -280,11 +280,10 @@ class Memory:
                 return
             self._write(None)
             if outcome is not None:
-                if complete:
+                repair.end_run(self._db, self.run_id, outcome, counts or {}, complete)
+                if complete:  # after its line: what it is compared with depends on its rows read
                     self.gone = repair.count_gone(self._db, self.target, self.run_id)
-                repair.end_run(
-                    self._db, self.run_id, outcome, {**(counts or {}), "gone": self.gone}, complete
-                )
+                    self._db.execute("UPDATE runs SET gone = ? WHERE id = ?", (self.gone, self.run_id))
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the memory {self.path}: {repair.reason(exc)}") from None
         finally:

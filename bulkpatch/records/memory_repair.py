@@ -245,14 +245,23 @@ def count_gone(db: sqlite3.Connection, target: int, run: int) -> int:
 
 
 def previous_run(db: sqlite3.Connection, target: int, run: int) -> int | None:
-    """The complete run before ``run`` of the same input (file name) and target, if any: a hotfix
-    of one row is not the nightly export, and keys it lacks are not gone."""
-    (prev,) = db.execute(
+    """The complete run before ``run`` to compare it with for keys gone: of the same input (file
+    name), else — a nightly export under a new name — the previous complete run of the target if
+    ``run`` read at least half as many rows. A hotfix of one row is no export: keys it lacks are
+    not gone."""
+    (same,) = db.execute(
         "SELECT max(id) FROM runs WHERE target = ? AND complete = 1 AND id < ?"
         " AND input = (SELECT input FROM runs WHERE id = ?)",
         (target, run, run),
     ).fetchone()
-    return prev if isinstance(prev, int) else None
+    if isinstance(same, int):
+        return same
+    found = db.execute(
+        "SELECT p.id FROM runs p, runs r WHERE r.id = ? AND p.target = ? AND p.complete = 1 AND p.id < ?"
+        " AND coalesce(r.rows, 0) * 2 >= coalesce(p.rows, 0) ORDER BY p.id DESC LIMIT 1",
+        (run, target, run),
+    ).fetchone()
+    return found[0] if found is not None and isinstance(found[0], int) else None
 
 
 def mark_seen(db: sqlite3.Connection, target: int, run: int, keys: list[str]) -> None:
