@@ -14,7 +14,9 @@ from bulkpatch.option_values import (
     parse_headers,
     parse_shard,
 )
+from bulkpatch.records.guard import same_file
 from bulkpatch.records.resume import RetryFailed
+from bulkpatch.rows.exact import is_text
 from bulkpatch.rows.mapping import PathTemplate
 from bulkpatch.rows.reader import is_stream
 from bulkpatch.rows.schema import Schema
@@ -110,7 +112,7 @@ class RunOptions:
             "BULKPATCH_CLIENT_SECRET": self.client_secret,
         }
         for what, text in [*secrets.items(), *((f"-H {n}", f"{n}: {v}") for n, v in self.headers.items())]:
-            if text and not _is_text(text):
+            if text and not is_text(text):
                 raise ConfigError(f"{what} holds bytes that are not UTF-8 text")
         for what, secret in secrets.items():
             if secret is not None and (not secret.strip() or CONTROL(secret)):
@@ -141,7 +143,7 @@ class RunOptions:
             raise ConfigError("--state and --shard tell rows apart by key: they need a --path with a {field}")
         if self.state is not None and not self.dry_run:
             for other, what in ((self.ledger_path, "--ledger"), (self.input, "the input")):
-                if _same_file(self.state_path or self.state, other):
+                if same_file(self.state_path or self.state, other):
                     raise ConfigError(
                         f"--state {self.state} is {what} itself; name another file for the memory"
                     )
@@ -196,7 +198,7 @@ class RunOptions:
         """The memory beside the ledger when ``--state`` names another one, if it exists: runs
         recorded in one are not seen through the other."""
         beside = os.path.join(os.path.dirname(self.ledger_path), f"bulkpatch-memory{self.shard_suffix}.db")
-        if self.state is None or not os.path.isfile(beside) or _same_file(beside, self.state_path or ""):
+        if self.state is None or not os.path.isfile(beside) or same_file(beside, self.state_path or ""):
             return None
         return beside
 
@@ -217,25 +219,6 @@ class RunOptions:
         if self.rate is None or self.shard is None:
             return self.rate
         return self.rate / self.shard[1]
-
-
-def _same_file(a: str, b: str) -> bool:
-    """True when two paths name one file (or would: the same absolute path)."""
-    if os.path.abspath(a) == os.path.abspath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _is_text(value: str) -> bool:
-    """False for strings that carry undecodable bytes (as surrogates) from argv or environ."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _positive(option: str, value: float, *, zero: bool = False) -> None:

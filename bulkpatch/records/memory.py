@@ -70,8 +70,7 @@ class Memory:
             salt = repair.mark_ours(db, path)
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
-            self.target_text = target.text(salt)
-            self.target = repair.target_id(db, self.target_text)
+            self.target = repair.target_id(db, target.text(salt))
             repair.recover(db)
             self.run_id: int = (
                 db.execute(

@@ -94,7 +94,7 @@ def recover(db: sqlite3.Connection) -> None:
     db.execute("BEGIN")
     answered: dict[int, Counter[str]] = {}
     for run, target, ledger, offset, ledger_id in dead:
-        found = _same_file(ledger, ledger_id) if ledger and offset is not None else None
+        found = _ledger_file(ledger, ledger_id) if ledger and offset is not None else None
         if found is not None:
             answered[run] = replay(db, target, run, found, offset)
         db.execute("UPDATE runs SET ended = ?, outcome = 'died' WHERE id = ?", (now, run))
@@ -119,7 +119,7 @@ def file_id(path: str) -> str:
     return f"{info.st_dev}:{info.st_ino}"
 
 
-def _same_file(path: str, wanted: str | None) -> str | None:
+def _ledger_file(path: str, wanted: str | None) -> str | None:
     """The ledger a dead run wrote: at ``path`` if that is still the same file, else the file of
     its folder that it was renamed to (the next input's run kept it under a dated name); None
     when it is gone (its pending keys are then all sent again, which is safe)."""
